@@ -1,0 +1,28 @@
+"""Adapter for discriminators ending in a 1-output ``nn.Conv1d/2d/3d`` that yields a 1x1 map.
+
+The DCGAN discriminator is the typical case: ``Conv2d(8 * ndf, 1, 4, 1, 0)`` on a 4x4
+feature map, often followed by a Sigmoid.  A convolution that yields a larger map (a
+patch discriminator) is recognised here but fails at its first forward with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn as nn
+
+from ogan_plugin.head import Adaptation, OGANHead, find_scalar_head, is_spectral_normed, widen_layer
+from ogan_plugin.hookspecs import hookimpl
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@hookimpl
+def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optional[str]) -> Optional[Adaptation]:
+    try:
+        path, layer = find_scalar_head(discriminator, head)
+    except LookupError:
+        return None
+    if not isinstance(layer, _CONVS) or layer.out_channels != 1 or is_spectral_normed(layer):
+        return None
+    return Adaptation(path, OGANHead(widen_layer(layer, z_dim), z_dim))

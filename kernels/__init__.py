@@ -1,0 +1,5 @@
+"""Fused operations of ogan-plugin (shipped as ``ogan_plugin.kernels``).
+
+One fused operation per file; each file reads top to bottom: Triton kernel(s), launcher,
+autograd glue, torch reference, and the ``ogan_backends`` hook that registers them.
+"""

@@ -1,0 +1,58 @@
+"""ogan-plugin: turn any PyTorch GAN discriminator into an O-GAN encoder with one call.
+
+    D = ogan_plugin.wrap(D, z_dim=nz)
+
+See ``README.md`` and ``shared/METHOD.md`` for the method.  This module only re-exports
+the public API.
+"""
+
+from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
+from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead, wrap
+from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.losses import (
+    AdversarialLoss,
+    OGANLoss,
+    OGANLossTerms,
+    bce_d_loss,
+    bce_g_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    pixel_distance,
+    qp_d_loss,
+    qp_g_loss,
+    wgan_d_loss,
+    wgan_g_loss,
+)
+from ogan_plugin.reconstruction import interpolate, reconstruct
+from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EPS",
+    "AdversarialLoss",
+    "Backend",
+    "BackendUnavailableError",
+    "CorrelationLoss",
+    "Decomposition",
+    "OGANDiscriminator",
+    "OGANHead",
+    "OGANLoss",
+    "OGANLossTerms",
+    "bce_d_loss",
+    "bce_g_loss",
+    "correlation_loss",
+    "get_registry",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "hookimpl",
+    "interpolate",
+    "pearson_correlation",
+    "pixel_distance",
+    "qp_d_loss",
+    "qp_g_loss",
+    "reconstruct",
+    "wgan_d_loss",
+    "wgan_g_loss",
+    "wrap",
+]

@@ -1,0 +1,103 @@
+"""Public correlation API: check inputs once, then dispatch to the active backend."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.registry import dispatch
+
+__all__ = ["EPS", "check_pair", "pearson_correlation", "correlation_loss", "CorrelationLoss"]
+
+
+def _check_finite(name: str, t: Tensor) -> None:
+    if torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+def check_pair(z: Tensor, e: Tensor, *, z_name: str = "z", e_name: str = "e", check_finite: bool = True) -> None:
+    """Validate a (noise, encoding) pair for the correlation; raise naming the bad argument.
+
+    Rules: both floating-point tensors of shape (B, n) with the same shape, B >= 1 (a
+    batch of one is fine: the correlation is per row), n >= 2, on the same device, and
+    (when ``check_finite``) free of NaN/inf.  Different floating dtypes are allowed (e.g.
+    float32 noise with bfloat16 codes under autocast): the reductions run in float32.
+    """
+    for name, t in ((z_name, z), (e_name, e)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must have shape (batch, z_dim), got shape {tuple(t.shape)}")
+    if z.shape != e.shape:
+        raise ValueError(
+            f"{z_name} and {e_name} must have the same shape, got {tuple(z.shape)} and {tuple(e.shape)}"
+            + (" (is z_dim of wrap() the generator's noise size?)" if z.shape[0] == e.shape[0] else "")
+        )
+    if z.shape[0] < 1:
+        raise ValueError(f"{z_name} and {e_name} are an empty batch (batch size 0)")
+    if z.shape[1] < 2:
+        raise ValueError(f"the correlation needs z_dim >= 2 columns, {z_name} has {z.shape[1]}")
+    if z.device != e.device:
+        raise ValueError(f"{z_name} is on {z.device} but {e_name} is on {e.device}")
+    if check_finite:
+        _check_finite(z_name, z)
+        _check_finite(e_name, e)
+
+
+def pearson_correlation(
+    z: Tensor, e: Tensor, *, eps: float = EPS, backend: Optional[str] = None, check_finite: bool = True
+) -> Tensor:
+    """Per-row Pearson correlation between noise ``z`` and encodings ``e`` = E(G(z)).
+
+    Args:
+        z: noise, shape (B, n).
+        e: raw encoder outputs (or codes: the result is the same), shape (B, n).
+        eps: norm floor for constant rows (see :mod:`ogan_plugin.kernels.pearson`).
+        backend: force a backend by name (default: the registry's choice).
+        check_finite: raise ``ValueError`` on NaN/inf inputs (costs a device sync).
+
+    Returns:
+        float32 tensor (B,) of correlations in [-1, 1], differentiable w.r.t. both inputs.
+    """
+    check_pair(z, e, check_finite=check_finite)
+    return dispatch("pearson", e.device.type, backend)(z, e, eps)
+
+
+def correlation_loss(
+    z: Tensor,
+    e: Tensor,
+    weight: float = 0.5,
+    *,
+    eps: float = EPS,
+    backend: Optional[str] = None,
+    check_finite: bool = True,
+) -> Tensor:
+    """O-GAN correlation term ``-weight * mean(rho(z, e))`` (a float32 scalar).
+
+    Add it to both the discriminator's and the generator's loss (METHOD.md section 2).
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(f"weight must be a number, got {type(weight).__name__}")
+    check_pair(z, e, check_finite=check_finite)
+    return dispatch("correlation_loss", e.device.type, backend)(z, e, float(weight), eps)
+
+
+class CorrelationLoss(torch.nn.Module):
+    """Module form of :func:`correlation_loss`."""
+
+    def __init__(self, weight: float = 0.5, *, eps: float = EPS, backend: Optional[str] = None) -> None:
+        super().__init__()
+        self.weight, self.eps, self.backend = weight, eps, backend
+
+    def forward(self, z: Tensor, e: Tensor) -> Tensor:
+        return correlation_loss(z, e, self.weight, eps=self.eps, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, eps={self.eps}"

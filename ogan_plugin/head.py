@@ -1,0 +1,337 @@
+"""The widened head, the wrapped discriminator and :func:`wrap`.
+
+``wrap(D, z_dim)`` asks the adapters (``ogan_adapt_discriminator`` hook) to recognise D's
+scalar head, replaces that head **in place** with an :class:`OGANHead` of ``z_dim``
+outputs, and returns an :class:`OGANDiscriminator` around D.  The head returns the mean
+of its outputs in the old head's output shape, so whatever D's forward does after it
+(a Sigmoid, a ``view(-1)``) still works and calling the wrapped module gives the same
+kind of score as before.  The head keeps its last raw output for :meth:`decompose`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = [
+    "Adaptation",
+    "Decomposition",
+    "OGANDiscriminator",
+    "OGANHead",
+    "find_scalar_head",
+    "is_spectral_normed",
+    "wrap",
+]
+
+_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class OGANHead(nn.Module):
+    """A widened head: ``raw = output_scale * layer(h)``, returning ``mean(raw)``.
+
+    Args:
+        layer: the widened ``nn.Linear`` / ``nn.ConvNd`` with ``z_dim`` outputs (it may
+            carry spectral norm).
+        z_dim: number of outputs.
+        output_scale: constant factor on the outputs (1 except for spectral-normed heads,
+            where it keeps the score's Lipschitz bound and value; see
+            :mod:`ogan_plugin.adapters.spectral_norm`).
+    """
+
+    def __init__(self, layer: nn.Module, z_dim: int, output_scale: float = 1.0) -> None:
+        super().__init__()
+        self.layer = layer
+        self.z_dim = z_dim
+        self.register_buffer("output_scale", torch.tensor(float(output_scale)))
+        self.last_raw: Optional[Tensor] = None
+
+    def forward(self, h: Tensor) -> Tensor:
+        out = self.layer(h) * self.output_scale.to(h.dtype if h.is_floating_point() else torch.float32)
+        if isinstance(self.layer, nn.Linear):
+            # (B, z_dim) -> score (B, 1); extra leading dims are not a scalar head.
+            if out.dim() != 2:
+                raise ValueError(
+                    f"the O-GAN head expects a (batch, features) input to its Linear layer, got "
+                    f"output shape {tuple(out.shape)}"
+                )
+            raw = out
+        else:
+            # (B, z_dim, 1, ..., 1) -> score (B, 1, 1, ..., 1)
+            if any(s != 1 for s in out.shape[2:]):
+                raise ValueError(
+                    f"the O-GAN head's convolution must produce a 1x1 map per sample, got "
+                    f"{tuple(out.shape[2:])}: a patch discriminator needs its own adapter or "
+                    f"wrap(..., head=...) on a layer that yields one value per sample"
+                )
+            raw = out.flatten(1)
+        self.last_raw = raw
+        score = raw.float().mean(dim=1).to(raw.dtype)
+        return score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}"
+
+
+class Adaptation(NamedTuple):
+    """An adapter's answer: where D's head is and the :class:`OGANHead` to put there."""
+
+    path: str
+    head: OGANHead
+
+
+class Decomposition(NamedTuple):
+    """The orthogonal parts of the encoder output (METHOD.md section 1).
+
+    ``score`` (B,) float32 = mean(raw) (before any Sigmoid D applies after its head);
+    ``code`` (B, z_dim) float32 = raw - score (orthogonal to all-ones); ``raw`` (B, z_dim)
+    in the network's dtype; ``output``: what D's own forward returned.
+    """
+
+    score: Tensor
+    code: Tensor
+    raw: Tensor
+    output: Tensor
+
+
+def is_spectral_normed(layer: nn.Module) -> bool:
+    """True when ``layer.weight`` carries spectral norm (parametrization or old hook)."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import _SpectralNorm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    if parametrize.is_parametrized(layer, "weight"):
+        return any(isinstance(p, _SpectralNorm) for p in layer.parametrizations.weight)
+    return any(isinstance(h, SpectralNorm) for h in layer._forward_pre_hooks.values())
+
+
+def _out_features(m: nn.Module) -> Optional[int]:
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return m.out_channels
+    return None
+
+
+def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tuple[str, nn.Module]:
+    """Locate the candidate scalar head of ``discriminator``: (dotted path, module).
+
+    With ``head`` given, that submodule.  Otherwise the single ``nn.Linear`` /
+    ``nn.ConvNd`` with one output; when there are several, the last registered one is
+    the head only if it is also the last layer with parameters (a Sequential ending);
+    anything else is ambiguous and raises, asking for ``head=``.
+    """
+    if head is not None:
+        if not isinstance(head, str) or not head:
+            raise TypeError(f"head must be a dotted submodule path (str), got {head!r}")
+        try:
+            return head, discriminator.get_submodule(head)
+        except AttributeError:
+            names = [n for n, _ in discriminator.named_modules() if n and "parametrizations" not in n]
+            raise ValueError(f"head={head!r} is not a submodule of the discriminator; submodules: {names}") from None
+    ones = [(n, m) for n, m in discriminator.named_modules() if n and _out_features(m) == 1]
+    if len(ones) == 1:
+        return ones[0]
+    layers = [
+        (n, m)
+        for n, m in discriminator.named_modules()
+        if n and "parametrizations" not in n and (any(True for _ in m.parameters(recurse=False)) or _out_features(m))
+    ]
+    if ones and layers and layers[-1][0] == ones[-1][0]:
+        return ones[-1]
+    if not ones:
+        raise LookupError(
+            "no scalar head found: looked for an nn.Linear(in, 1) or nn.ConvNd(in, 1, ...) "
+            f"(last layers seen: {[f'{n}: {type(m).__name__}' for n, m in layers[-3:]]}). "
+            "Pass wrap(D, z_dim, head='path.to.layer') or register an adapter plugin "
+            "(hook ogan_adapt_discriminator, entry-point group 'ogan_plugin')"
+        )
+    raise LookupError(
+        f"several 1-output layers could be the head: {[n for n, _ in ones]}; "
+        "pass wrap(D, z_dim, head='path.to.layer')"
+    )
+
+
+def centered_rows(z_dim: int, like: Tensor) -> Tensor:
+    """``z_dim`` random perturbations shaped like ``like`` (1, ...) whose sum is zero.
+
+    Drawn like a fresh layer's default init (uniform, fan-in scaled), so the code part
+    of the widened head starts as a freshly initialised layer would.
+    """
+    fan_in = like[0].numel()
+    bound = 1.0 / math.sqrt(fan_in)
+    d = torch.empty((z_dim, *like.shape[1:]), dtype=torch.float64, device=like.device).uniform_(-bound, bound)
+    return d - d.mean(dim=0, keepdim=True)
+
+
+def new_layer_like(layer: nn.Module, out_features: int) -> nn.Module:
+    """A fresh layer of ``layer``'s type and input geometry with ``out_features`` outputs
+    (no spectral norm), on ``layer``'s device and dtype."""
+    if isinstance(layer, nn.Linear):
+        new = nn.Linear(layer.in_features, out_features, bias=layer.bias is not None)
+    else:
+        conv_type = next(t for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(layer, t))
+        new = conv_type(
+            layer.in_channels,
+            out_features,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+        )
+    return new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+
+
+def widen_layer(layer: nn.Module, z_dim: int) -> nn.Module:
+    """A 1-output Linear/ConvNd widened to ``z_dim`` outputs whose mean output equals the
+    old output: each new weight row is the old row plus a perturbation, the perturbations
+    summing to zero; every new bias equals the old bias."""
+    new = new_layer_like(layer, z_dim)
+    with torch.no_grad():
+        w = layer.weight.detach().double()
+        new.weight.copy_(w + centered_rows(z_dim, w))
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias.detach().expand(z_dim))
+    return new
+
+
+class OGANDiscriminator(nn.Module):
+    """A discriminator whose scalar head was widened to ``z_dim`` outputs (O-GAN encoder).
+
+    Calling it returns what the original discriminator returned (same shape, same
+    meaning: a probability if it ended in a Sigmoid, a logit otherwise), so existing loss
+    code keeps working.  :meth:`decompose` gives the score, the code and the raw outputs;
+    :meth:`encode` the standardized code used for reconstruction.
+
+    The wrapped module is ``self.discriminator`` (the original object, with its head
+    replaced in place); its other parameters are the very same tensors as before.
+    """
+
+    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+        self.head_path = head_path
+        self.z_dim = z_dim
+
+    @property
+    def head(self) -> OGANHead:
+        """The installed :class:`OGANHead`."""
+        return self.discriminator.get_submodule(self.head_path)  # type: ignore[return-value]
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.discriminator(x, *args, **kwargs)
+
+    def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
+        """Run D on ``x`` and return :class:`Decomposition` (score, code, raw, output)."""
+        head = self.head
+        head.last_raw = None
+        output = self.discriminator(x, *args, **kwargs)
+        raw = head.last_raw
+        head.last_raw = None
+        if raw is None:
+            raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
+        raw32 = raw.float()
+        score = raw32.mean(dim=1)
+        return Decomposition(score, raw32 - score[:, None], raw, output)
+
+    def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
+        """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).
+
+        ``std`` is the population standard deviation (``unbiased=False``), floored at
+        ``eps``.  Feed ``scale * encode(x)`` to the generator to reconstruct.
+        """
+        code = self.decompose(x, *args, **kwargs).code
+        code = code - code.mean(dim=1, keepdim=True)
+        return code / code.std(dim=1, unbiased=False, keepdim=True).clamp_min(eps)
+
+    def unwrap(self) -> nn.Module:
+        """Put back a plain 1-output head and return the original discriminator object.
+
+        The new head's weight and bias are the means of the widened ones (times the
+        head's output scale), so the scores do not change.  Spectral norm on the head is
+        not re-applied (its effective weight is baked in).  This wrapper is unusable after.
+        """
+        head = self.head
+        layer = head.layer
+        w = (layer.weight.detach() * head.output_scale).mean(dim=0, keepdim=True)
+        plain = new_layer_like(layer, 1)
+        with torch.no_grad():
+            plain.weight.copy_(w)
+            if layer.bias is not None:
+                plain.bias.copy_((layer.bias.detach() * head.output_scale).mean().view(1))
+        _set_submodule(self.discriminator, self.head_path, plain)
+        return self.discriminator
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, head={self.head_path!r}"
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
+
+
+def wrap(discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None) -> OGANDiscriminator:
+    """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
+
+    Args:
+        discriminator: any ``nn.Module`` whose score comes from a 1-output
+            ``nn.Linear`` / ``nn.ConvNd`` (also under spectral norm); other heads need an
+            adapter plugin or ``head=``.
+        z_dim: the generator's noise size (>= 2).
+        head: dotted path of the head layer, to skip automatic detection.
+
+    Returns:
+        :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
+        replaced); its other parameters keep their identity and values, and its scores
+        are unchanged at wrap time (the widened head's mean equals the old output).
+
+    Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no
+    ``head``) returns it unchanged; with another ``z_dim`` it raises ``ValueError``.
+    """
+    if isinstance(z_dim, bool) or not isinstance(z_dim, int):
+        raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
+    if z_dim < 2:
+        raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
+    if isinstance(discriminator, OGANDiscriminator):
+        if z_dim == discriminator.z_dim and head is None:
+            return discriminator
+        raise ValueError(
+            f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
+            f"call .unwrap() first to wrap it with z_dim={z_dim}"
+        )
+    if not isinstance(discriminator, nn.Module):
+        raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
+    if isinstance(discriminator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError("wrap the discriminator before DataParallel/DistributedDataParallel, not after")
+    if any(isinstance(m, OGANHead) for m in discriminator.modules()):
+        raise ValueError("discriminator already contains an OGANHead (it was wrapped before)")
+
+    from ogan_plugin.registry import get_registry
+
+    reg = get_registry()
+    adaptation = reg.pm.hook.ogan_adapt_discriminator(discriminator=discriminator, z_dim=z_dim, head=head)
+    if adaptation is None:
+        try:
+            path, found = find_scalar_head(discriminator, head)
+            what = f"its head candidate {path!r} is a {type(found).__name__}"
+            if _out_features(found) not in (None, 1):
+                what += f" with {_out_features(found)} outputs (an O-GAN head must have 1 output)"
+        except LookupError as exc:
+            what = str(exc)
+        adapters = [n for n, p in reg.pm.list_name_plugin() if hasattr(p, "ogan_adapt_discriminator")]
+        raise ValueError(
+            f"no adapter recognised this discriminator's head: {what}. Adapters tried: {adapters}. "
+            "Built-ins handle a final nn.Linear(in, 1) or 1-output nn.ConvNd giving a 1x1 map, "
+            "with or without spectral norm. Register your own with the ogan_adapt_discriminator hook."
+        )
+    old = discriminator.get_submodule(adaptation.path)
+    device = next(old.parameters(), torch.empty(0)).device
+    _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
+    return OGANDiscriminator(discriminator, adaptation.path, z_dim)

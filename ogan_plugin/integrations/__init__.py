@@ -1,0 +1,1 @@
+"""Integrations with existing training code (hook mode, Lightning, DDP)."""

@@ -1,0 +1,249 @@
+"""Adversarial losses on the O-GAN score, for both sides, plus :class:`OGANLoss`.
+
+Sign convention for every loss here: a **higher score means "more real"**, as in
+hinge, BCE and WGAN code.  (METHOD.md writes the QP loss with the opposite sign, the
+discriminator pushing real scores down; the two are the same loss with score -> -score.)
+
+Functional forms take scores (B,) and return a scalar (``reduction="mean"``) or the
+per-sample values (``reduction="none"``).  :class:`AdversarialLoss` objects bundle the
+two sides of one loss for the registry (plugins add losses through ``ogan_losses``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ogan_plugin.correlation import correlation_loss
+from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.kernels.pearson import EPS
+
+__all__ = [
+    "AdversarialLoss",
+    "QPLoss",
+    "HingeLoss",
+    "BCELoss",
+    "WGANLoss",
+    "get_loss",
+    "pixel_distance",
+    "qp_d_loss",
+    "qp_g_loss",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "bce_d_loss",
+    "bce_g_loss",
+    "wgan_d_loss",
+    "wgan_g_loss",
+    "OGANLoss",
+    "OGANLossTerms",
+]
+
+
+def _reduce(x: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    if reduction == "none":
+        return x
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def pixel_distance(x_real: Tensor, x_fake: Tensor, floor: float = 1e-8) -> Tensor:
+    """Per-sample mean squared pixel distance (B,) used by the QP loss (float32)."""
+    if x_real.shape != x_fake.shape:
+        raise ValueError(
+            f"x_real and x_fake must have the same shape for the QP distance, got "
+            f"{tuple(x_real.shape)} and {tuple(x_fake.shape)}"
+        )
+    d = (x_real.float() - x_fake.float()).pow(2).flatten(1).mean(dim=1)
+    return d.clamp_min(floor)
+
+
+# --- functional forms -------------------------------------------------------------------
+def qp_d_loss(real_score: Tensor, fake_score: Tensor, dist: Tensor, reduction: str = "mean") -> Tensor:
+    """QP discriminator loss: ``t + 0.25 * t**2 / dist`` with ``t = fake - real``."""
+    t = fake_score.float() - real_score.float()
+    return _reduce(t + 0.25 * t * t / dist.float(), reduction)
+
+
+def qp_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
+    """QP generator loss: ``-fake`` (the gradient of METHOD.md's t2)."""
+    return _reduce(-fake_score.float(), reduction)
+
+
+def hinge_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+    """Hinge discriminator loss: ``relu(1 - real) + relu(1 + fake)``."""
+    return _reduce(F.relu(1 - real_score.float()) + F.relu(1 + fake_score.float()), reduction)
+
+
+def hinge_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
+    """Hinge generator loss: ``-fake``."""
+    return _reduce(-fake_score.float(), reduction)
+
+
+def bce_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy on logits: ``softplus(-real) + softplus(fake)``."""
+    return _reduce(F.softplus(-real_score.float()) + F.softplus(fake_score.float()), reduction)
+
+
+def bce_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
+    """Non-saturating generator loss: ``softplus(-fake)``."""
+    return _reduce(F.softplus(-fake_score.float()), reduction)
+
+
+def wgan_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+    """WGAN critic loss ``fake - real`` (bring your own Lipschitz constraint)."""
+    return _reduce(fake_score.float() - real_score.float(), reduction)
+
+
+def wgan_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
+    """WGAN generator loss ``-fake``."""
+    return _reduce(-fake_score.float(), reduction)
+
+
+# --- loss objects (registered through the plugin hook) ---------------------------------
+class AdversarialLoss:
+    """Both sides of one adversarial loss, per sample.
+
+    Subclasses set ``name`` and ``needs_dist`` (True when the discriminator side needs
+    :func:`pixel_distance`) and implement :meth:`d_loss` and :meth:`g_loss`.
+    """
+
+    name: str = ""
+    needs_dist: bool = False
+
+    def d_loss(self, real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None) -> Tensor:
+        """Per-sample discriminator loss (B,)."""
+        raise NotImplementedError
+
+    def g_loss(self, fake_score: Tensor) -> Tensor:
+        """Per-sample generator loss (B,)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class QPLoss(AdversarialLoss):
+    name, needs_dist = "qp", True
+
+    def d_loss(self, real_score, fake_score, dist=None):
+        if dist is None:
+            raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
+        return qp_d_loss(real_score, fake_score, dist, "none")
+
+    def g_loss(self, fake_score):
+        return qp_g_loss(fake_score, "none")
+
+
+class HingeLoss(AdversarialLoss):
+    name = "hinge"
+
+    def d_loss(self, real_score, fake_score, dist=None):
+        return hinge_d_loss(real_score, fake_score, reduction="none")
+
+    def g_loss(self, fake_score):
+        return hinge_g_loss(fake_score, "none")
+
+
+class BCELoss(AdversarialLoss):
+    name = "bce"
+
+    def d_loss(self, real_score, fake_score, dist=None):
+        return bce_d_loss(real_score, fake_score, reduction="none")
+
+    def g_loss(self, fake_score):
+        return bce_g_loss(fake_score, "none")
+
+
+class WGANLoss(AdversarialLoss):
+    name = "wgan"
+
+    def d_loss(self, real_score, fake_score, dist=None):
+        return wgan_d_loss(real_score, fake_score, reduction="none")
+
+    def g_loss(self, fake_score):
+        return wgan_g_loss(fake_score, "none")
+
+
+@hookimpl
+def ogan_losses() -> dict[str, AdversarialLoss]:
+    return {cls.name: cls() for cls in (QPLoss, HingeLoss, BCELoss, WGANLoss)}
+
+
+def get_loss(loss: "str | AdversarialLoss") -> AdversarialLoss:
+    """Look up a registered loss by name (an :class:`AdversarialLoss` passes through)."""
+    if isinstance(loss, AdversarialLoss):
+        return loss
+    from ogan_plugin.registry import get_registry
+
+    table = get_registry().losses()
+    if not isinstance(loss, str) or loss not in table:
+        raise ValueError(f"loss must be one of {sorted(table)} or an AdversarialLoss, got {loss!r}")
+    return table[loss]
+
+
+# --- the O-GAN loss ----------------------------------------------------------------------
+class OGANLossTerms(NamedTuple):
+    """Discriminator and generator losses of one batch (scalars)."""
+
+    discriminator: Tensor
+    generator: Tensor
+
+
+class OGANLoss(torch.nn.Module):
+    """An adversarial loss on the score plus the correlation term on both sides.
+
+    Inputs are the wrapped discriminator's raw outputs ``e`` (B, z_dim) (from
+    ``wrapped.decompose(x).raw``); the score is their mean.  For alternating loops::
+
+        crit = OGANLoss("qp", corr_weight=0.5)
+        fake = G(z)
+        loss_d = crit.discriminator_loss(D.decompose(x).raw, D.decompose(fake.detach()).raw, z,
+                                         x_real=x, x_fake=fake)
+        loss_g = crit.generator_loss(D.decompose(fake).raw, z)
+
+    ``forward(e_real, e_fake, z, ...)`` returns both as :class:`OGANLossTerms`.
+    """
+
+    def __init__(self, loss: "str | AdversarialLoss" = "qp", corr_weight: float = 0.5, *, eps: float = EPS) -> None:
+        super().__init__()
+        self.adversarial = get_loss(loss)
+        if isinstance(corr_weight, bool) or not isinstance(corr_weight, (int, float)) or corr_weight < 0:
+            raise ValueError(f"corr_weight must be a number >= 0, got {corr_weight!r}")
+        self.corr_weight = float(corr_weight)
+        self.eps = eps
+
+    def _dist(self, x_real: Optional[Tensor], x_fake: Optional[Tensor]) -> Optional[Tensor]:
+        if not self.adversarial.needs_dist:
+            return None
+        if x_real is None or x_fake is None:
+            raise ValueError(f"loss {self.adversarial.name!r} needs x_real and x_fake (for the pixel distance)")
+        return pixel_distance(x_real.detach(), x_fake.detach())
+
+    def discriminator_loss(
+        self, e_real: Tensor, e_fake: Tensor, z: Tensor, *, x_real: Optional[Tensor] = None, x_fake: Optional[Tensor] = None
+    ) -> Tensor:
+        """Discriminator loss: adversarial term + ``-corr_weight * mean rho(z, e_fake)``."""
+        adv = self.adversarial.d_loss(e_real.float().mean(1), e_fake.float().mean(1), self._dist(x_real, x_fake)).mean()
+        return adv + correlation_loss(z, e_fake, self.corr_weight, eps=self.eps)
+
+    def generator_loss(self, e_fake: Tensor, z: Tensor) -> Tensor:
+        """Generator loss: adversarial term + ``-corr_weight * mean rho(z, e_fake)``."""
+        adv = self.adversarial.g_loss(e_fake.float().mean(1)).mean()
+        return adv + correlation_loss(z, e_fake, self.corr_weight, eps=self.eps)
+
+    def forward(
+        self, e_real: Tensor, e_fake: Tensor, z: Tensor, *, x_real: Optional[Tensor] = None, x_fake: Optional[Tensor] = None
+    ) -> OGANLossTerms:
+        return OGANLossTerms(
+            self.discriminator_loss(e_real, e_fake, z, x_real=x_real, x_fake=x_fake),
+            self.generator_loss(e_fake, z),
+        )
+
+    def extra_repr(self) -> str:
+        return f"loss={self.adversarial.name!r}, corr_weight={self.corr_weight}"

@@ -1,0 +1,277 @@
+"""The one plugin manager of ogan-plugin, and backend selection.
+
+The registry loads the built-in plugins and every entry point of the group
+``ogan_plugin``; it collects backends (implementations of the fused operations),
+adversarial losses and adapters from their hooks.
+
+Backend resolution for an operation on a device, in this order:
+
+1. the explicit ``backend=`` argument of the call;
+2. the environment variable ``OGAN_PLUGIN_BACKEND`` (a name, e.g. ``triton``);
+3. the available backend with the highest priority that serves the device.
+
+An explicit request that cannot run raises :class:`BackendUnavailableError` naming what
+is available.  When the preferred automatic choice is unavailable (e.g. Triton missing or
+broken) the next one is used with a one-time warning.  Resolution is cached per
+(operation, device type, request), so it costs a dict lookup per call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Optional
+
+import pluggy
+
+from ogan_plugin import hookspecs
+
+#: Operations a backend can implement, with the signature its callable must have.
+OPS: dict[str, str] = {
+    "pearson": "fn(z: Tensor[B, n], e: Tensor[B, n], eps: float) -> rho: float32 Tensor[B] "
+    "(differentiable w.r.t. z and e)",
+    "correlation_loss": "fn(z, e, weight: float, eps: float) -> float32 scalar "
+    "= -weight * mean(rho) (differentiable)",
+    "ogan_objective": "fn(e_real, e_fake, z, dist | None, loss: str, corr_weight: float, eps: float) "
+    "-> ObjectiveOutput (values and gradients, see ogan_plugin.kernels.single_loss)",
+}
+
+#: Environment variable that overrides automatic backend selection.
+ENV_BACKEND = "OGAN_PLUGIN_BACKEND"
+
+#: Built-in plugin modules, registered before entry points.
+BUILTIN_PLUGINS = (
+    "ogan_plugin.adapters.spectral_norm",
+    "ogan_plugin.adapters.linear",
+    "ogan_plugin.adapters.conv",
+    "ogan_plugin.kernels.pearson",
+    "ogan_plugin.kernels.single_loss",
+    "ogan_plugin.losses",
+)
+
+
+def _serves_everywhere(device_type: str, explicit: bool) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of one operation.
+
+    Attributes:
+        op: the operation's name, a key of :data:`OPS`.
+        name: the backend's name (``"reference"``, ``"triton"``, ...).
+        fn: the implementation, with the signature given in :data:`OPS`.
+        priority: higher is preferred by automatic selection.
+        serves: ``serves(device_type, explicit) -> bool``; ``explicit`` is True when the
+            user asked for this backend by name (e.g. Triton on CPU under
+            ``TRITON_INTERPRET=1`` is only used on explicit request).
+        check: returns ``None`` when the backend can run here, else the reason it cannot.
+        description: one line for ``ogan-plugin plugins``.
+    """
+
+    op: str
+    name: str
+    fn: Callable[..., Any]
+    priority: int = 0
+    serves: Callable[[str, bool], bool] = _serves_everywhere
+    check: Callable[[], Optional[str]] = lambda: None
+    description: str = ""
+    plugin: str = field(default="", compare=False)
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run for this call."""
+
+
+class Registry:
+    """Owns the pluggy ``PluginManager`` and the caches built from its hooks."""
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        #: plugin name -> reason, for plugins that failed to load
+        self.failed: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._backends: Optional[dict[str, list[Backend]]] = None
+        self._losses: Optional[dict[str, Any]] = None
+        self._cache: dict[tuple[str, str, Optional[str]], Backend] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+        for modname in BUILTIN_PLUGINS:
+            self._register_module(modname, modname)
+        if load_entry_points:
+            self._load_entry_points()
+
+    # -- loading ---------------------------------------------------------------------
+    def _register_module(self, name: str, modname: str) -> None:
+        try:
+            self.pm.register(importlib.import_module(modname), name=name)
+        except Exception as exc:  # a broken plugin must not break the package
+            self.failed[name] = f"{type(exc).__name__}: {exc}"
+
+    def _load_entry_points(self) -> None:
+        for ep in metadata.entry_points(group=hookspecs.PROJECT):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue
+            try:
+                self.pm.register(ep.load(), name=ep.name)
+            except Exception as exc:
+                self.failed[ep.name] = f"{type(exc).__name__}: {exc}"
+
+    def register(self, plugin: object, name: Optional[str] = None) -> str:
+        """Register a plugin object or module at run time (clears the caches)."""
+        with self._lock:
+            registered = self.pm.register(plugin, name=name)
+            self._invalidate()
+            return registered
+
+    def unregister(self, plugin: object = None, name: Optional[str] = None) -> None:
+        """Remove a plugin registered with :meth:`register` (clears the caches)."""
+        with self._lock:
+            self.pm.unregister(plugin, name=name)
+            self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._backends = None
+        self._losses = None
+        self._cache.clear()
+
+    # -- collections -------------------------------------------------------------------
+    def backends(self, op: Optional[str] = None) -> dict[str, list[Backend]] | list[Backend]:
+        """All registered backends, by operation (or the list for one ``op``)."""
+        with self._lock:
+            if self._backends is None:
+                table: dict[str, list[Backend]] = {name: [] for name in OPS}
+                for impl in self.pm.hook.ogan_backends.get_hookimpls():
+                    for b in impl.function() or ():
+                        if b.op not in OPS:
+                            raise ValueError(
+                                f"plugin {impl.plugin_name!r} registers a backend for unknown "
+                                f"op {b.op!r}; known ops: {sorted(OPS)}"
+                            )
+                        table[b.op].append(_with_plugin(b, impl.plugin_name))
+                for lst in table.values():
+                    lst.sort(key=lambda b: -b.priority)
+                self._backends = table
+            if op is None:
+                return self._backends
+            _check_op(op)
+            return self._backends[op]
+
+    def losses(self) -> dict[str, Any]:
+        """Adversarial losses by name, from every plugin's ``ogan_losses`` hook."""
+        with self._lock:
+            if self._losses is None:
+                table: dict[str, Any] = {}
+                for impl in reversed(self.pm.hook.ogan_losses.get_hookimpls()):
+                    for name, loss in (impl.function() or {}).items():
+                        if name in table:
+                            raise ValueError(
+                                f"plugin {impl.plugin_name!r} registers loss {name!r}, "
+                                "which another plugin already registered"
+                            )
+                        table[name] = loss
+                self._losses = table
+            return self._losses
+
+    # -- selection ---------------------------------------------------------------------
+    def resolve(self, op: str, device_type: str, backend: Optional[str] = None) -> Backend:
+        """Pick the backend for ``op`` on ``device_type`` (see the module docstring)."""
+        request = backend if backend is not None else (os.environ.get(ENV_BACKEND) or None)
+        key = (op, device_type, request)
+        found = self._cache.get(key)
+        if found is None:
+            with self._lock:
+                found = self._resolve(op, device_type, request)
+                self._cache[key] = found
+        return found
+
+    def _resolve(self, op: str, device_type: str, request: Optional[str]) -> Backend:
+        candidates = self.backends(op)
+        if request is not None:
+            named = [b for b in candidates if b.name == request]
+            if not named:
+                raise BackendUnavailableError(
+                    f"backend={request!r} is not registered for op {op!r}; registered: "
+                    f"{[b.name for b in candidates]} (from the backend= argument or "
+                    f"${ENV_BACKEND})"
+                )
+            for b in named:
+                reason = b.check()
+                if reason is None and b.serves(device_type, True):
+                    return b
+                reason = reason or f"it does not run on {device_type!r} tensors"
+            usable = [b.name for b in candidates if b.check() is None and b.serves(device_type, True)]
+            raise BackendUnavailableError(
+                f"backend={request!r} cannot run op {op!r} here: {reason}; "
+                f"available on {device_type!r}: {usable}"
+            )
+        skipped: list[tuple[Backend, str]] = []
+        for b in candidates:
+            if not b.serves(device_type, False):
+                continue
+            reason = b.check()
+            if reason is None:
+                for s, why in skipped:
+                    wkey = (op, s.name, why)
+                    if wkey not in self._warned:
+                        self._warned.add(wkey)
+                        warnings.warn(
+                            f"ogan_plugin: backend {s.name!r} for {op!r} is unavailable "
+                            f"({why}); using {b.name!r} instead",
+                            RuntimeWarning,
+                            stacklevel=4,
+                        )
+                return b
+            skipped.append((b, reason))
+        raise BackendUnavailableError(
+            f"no backend for op {op!r} serves {device_type!r} tensors; registered: "
+            f"{[b.name for b in candidates]}"
+        )
+
+    def active(self, device_type: str) -> dict[str, Optional[str]]:
+        """The backend each operation would use on ``device_type`` right now (or None)."""
+        out: dict[str, Optional[str]] = {}
+        for op in OPS:
+            try:
+                out[op] = self.resolve(op, device_type).name
+            except BackendUnavailableError:
+                out[op] = None
+        return out
+
+
+def _with_plugin(b: Backend, plugin_name: str) -> Backend:
+    return b if b.plugin else Backend(**{**b.__dict__, "plugin": plugin_name})
+
+
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; known ops: {sorted(OPS)}")
+
+
+_REGISTRY: Optional[Registry] = None
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (created on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        with _REGISTRY_LOCK:
+            if _REGISTRY is None:
+                _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def dispatch(op: str, device_type: str, backend: Optional[str] = None) -> Callable[..., Any]:
+    """The callable implementing ``op`` for tensors on ``device_type``."""
+    return get_registry().resolve(op, device_type, backend).fn
+
+
+def _reset_for_tests() -> None:  # pragma: no cover - used by the test-suite only
+    global _REGISTRY
+    _REGISTRY = None
