@@ -27,6 +27,7 @@ from importlib import metadata
 from typing import Any, Callable, Optional
 
 import pluggy
+import torch
 
 from ogan_plugin import hookspecs
 
@@ -156,6 +157,7 @@ class Registry:
                         table[b.op].append(_with_plugin(b, impl.plugin_name))
                 for lst in table.values():
                     lst.sort(key=lambda b: -b.priority)
+                    _IMPLS.update({(b.op, b.name): b.fn for b in lst})
                 self._backends = table
             if op is None:
                 return self._backends
@@ -267,8 +269,24 @@ def get_registry() -> Registry:
     return _REGISTRY
 
 
+#: (op, backend name) -> callable, filled when backends are collected (read by compiled code).
+_IMPLS: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+@torch.compiler.assume_constant_result
+def _resolve_name(op: str, device_type: str, backend: Optional[str]) -> str:
+    return get_registry().resolve(op, device_type, backend).name
+
+
 def dispatch(op: str, device_type: str, backend: Optional[str] = None) -> Callable[..., Any]:
-    """The callable implementing ``op`` for tensors on ``device_type``."""
+    """The callable implementing ``op`` for tensors on ``device_type``.
+
+    Under ``torch.compile`` the choice is made once, at trace time (the backend's name is
+    a trace-time constant), and the chosen callable is traced without a graph break;
+    changing the backend afterwards needs a recompile (``torch._dynamo.reset()``).
+    """
+    if torch.compiler.is_compiling():
+        return _IMPLS[(op, _resolve_name(op, device_type, backend))]
     return get_registry().resolve(op, device_type, backend).fn
 
 
