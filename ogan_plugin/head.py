@@ -30,6 +30,11 @@ __all__ = [
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def _accumulate(t: Tensor) -> Tensor:
+    """``t`` in its reduction dtype: float32, or float64 when it already is."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class OGANHead(nn.Module):
     """A widened head: ``raw = output_scale * layer(h)``, returning ``mean(raw)``.
 
@@ -69,7 +74,7 @@ class OGANHead(nn.Module):
                 )
             raw = out.flatten(1)
         self.last_raw = raw
-        score = raw.float().mean(dim=1).to(raw.dtype)
+        score = _accumulate(raw).mean(dim=1).to(raw.dtype)
         return score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
 
     def extra_repr(self) -> str:
@@ -86,7 +91,7 @@ class Adaptation(NamedTuple):
 class Decomposition(NamedTuple):
     """The orthogonal parts of the encoder output (METHOD.md section 1).
 
-    ``score`` (B,) float32 = mean(raw) (before any Sigmoid D applies after its head);
+    ``score`` (B,) float32 (float64 for float64 networks) = mean(raw) (before any Sigmoid D applies after its head);
     ``code`` (B, z_dim) float32 = raw - score (orthogonal to all-ones); ``raw`` (B, z_dim)
     in the network's dtype; ``output``: what D's own forward returned.
     """
@@ -142,6 +147,11 @@ def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tu
     ]
     if ones and layers and layers[-1][0] == ones[-1][0]:
         return ones[-1]
+    if not ones and _out_features(discriminator) == 1:
+        raise LookupError(
+            "the discriminator is itself a single 1-output layer; wrap a module that contains it, "
+            "e.g. nn.Sequential(layer)"
+        )
     if not ones:
         raise LookupError(
             "no scalar head found: looked for an nn.Linear(in, 1) or nn.ConvNd(in, 1, ...) "
@@ -235,9 +245,9 @@ class OGANDiscriminator(nn.Module):
         head.last_raw = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
-        raw32 = raw.float()
-        score = raw32.mean(dim=1)
-        return Decomposition(score, raw32 - score[:, None], raw, output)
+        acc = _accumulate(raw)
+        score = acc.mean(dim=1)
+        return Decomposition(score, acc - score[:, None], raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).
@@ -277,7 +287,9 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
-def wrap(discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None) -> OGANDiscriminator:
+def wrap(
+    discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None, generator: Optional[nn.Module] = None
+) -> OGANDiscriminator:
     """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
 
     Args:
@@ -286,6 +298,9 @@ def wrap(discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None) ->
             adapter plugin or ``head=``.
         z_dim: the generator's noise size (>= 2).
         head: dotted path of the head layer, to skip automatic detection.
+        generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
+            default weight 0.5): an unchanged alternating loop then gets the correlation
+            term in both updates (see :mod:`ogan_plugin.integrations.hook`).
 
     Returns:
         :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
@@ -301,7 +316,7 @@ def wrap(discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None) ->
         raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
     if isinstance(discriminator, OGANDiscriminator):
         if z_dim == discriminator.z_dim and head is None:
-            return discriminator
+            return _attach_hook(discriminator, generator)
         raise ValueError(
             f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
             f"call .unwrap() first to wrap it with z_dim={z_dim}"
@@ -334,4 +349,12 @@ def wrap(discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None) ->
     old = discriminator.get_submodule(adaptation.path)
     device = next(old.parameters(), torch.empty(0)).device
     _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
-    return OGANDiscriminator(discriminator, adaptation.path, z_dim)
+    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim), generator)
+
+
+def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> OGANDiscriminator:
+    if generator is not None:
+        from ogan_plugin.integrations.hook import attach
+
+        attach(wrapped, generator)
+    return wrapped

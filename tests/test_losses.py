@@ -1,0 +1,87 @@
+"""Adversarial losses (functional and registered objects) and OGANLoss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ogan_plugin
+from ogan_plugin import losses as L
+
+
+@pytest.fixture
+def scores():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+
+
+def test_functional_values(scores):
+    r, f = scores
+    dist = torch.rand(6, dtype=torch.float64) + 0.1
+    t = f - r
+    torch.testing.assert_close(L.qp_d_loss(r, f, dist), (t + 0.25 * t**2 / dist).float().mean())
+    torch.testing.assert_close(L.qp_g_loss(f), -f.float().mean())
+    torch.testing.assert_close(L.hinge_d_loss(r, f), (torch.relu(1 - r) + torch.relu(1 + f)).float().mean())
+    torch.testing.assert_close(L.bce_d_loss(r, f), (F.softplus(-r) + F.softplus(f)).float().mean())
+    torch.testing.assert_close(L.bce_g_loss(f), F.softplus(-f).float().mean())
+    # BCE on logits equals torch's binary cross-entropy with targets 1 (real) and 0 (fake)
+    bce = F.binary_cross_entropy_with_logits(r, torch.ones(6, dtype=torch.float64)) + F.binary_cross_entropy_with_logits(
+        f, torch.zeros(6, dtype=torch.float64)
+    )
+    torch.testing.assert_close(L.bce_d_loss(r, f).double(), bce)
+    torch.testing.assert_close(L.wgan_d_loss(r, f), (f - r).float().mean())
+    torch.testing.assert_close(L.wgan_g_loss(f, reduction="sum"), -f.float().sum())
+    assert L.hinge_g_loss(f, reduction="none").shape == (6,)
+
+
+def test_qp_matches_method_md_up_to_the_score_sign(scores):
+    # METHOD.md: t1 = s_real - s_fake minimized by D (real pushed down). Ours: score -> -score.
+    r, f = scores
+    dist = torch.rand(6, dtype=torch.float64) + 0.1
+    t1 = (-r) - (-f)
+    torch.testing.assert_close(L.qp_d_loss(r, f, dist).double(), (t1 + 0.25 * t1**2 / dist).mean(), rtol=1e-6, atol=1e-7)
+
+
+def test_reduction_is_checked(scores):
+    with pytest.raises(ValueError, match="reduction"):
+        L.wgan_g_loss(scores[0], reduction="avg")
+
+
+def test_registered_losses_and_lookup():
+    assert {"qp", "hinge", "bce", "wgan"} <= set(ogan_plugin.get_registry().losses())
+    assert L.get_loss("hinge").name == "hinge"
+    with pytest.raises(ValueError, match="loss must be one of"):
+        L.get_loss("lsgan-typo")
+
+
+def test_pixel_distance():
+    a, b = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    b[1] = 3
+    torch.testing.assert_close(L.pixel_distance(a, b), torch.tensor([1.0, 9.0]))
+    assert L.pixel_distance(a, a).min() > 0  # floored: the QP division stays finite
+    with pytest.raises(ValueError, match="x_real and x_fake must have the same shape"):
+        L.pixel_distance(a, torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("name", ["qp", "hinge", "bce", "wgan"])
+def test_ogan_loss_is_adversarial_plus_correlation(name):
+    g = torch.Generator().manual_seed(1)
+    er, ef, z = (torch.randn(5, 8, generator=g) for _ in range(3))
+    xr, xf = torch.randn(5, 3, 4, 4, generator=g), torch.randn(5, 3, 4, 4, generator=g)
+    crit = ogan_plugin.OGANLoss(name, corr_weight=0.5)
+    adv = L.get_loss(name)
+    dist = L.pixel_distance(xr, xf) if adv.needs_dist else None
+    corr = -0.5 * ogan_plugin.pearson_correlation(z, ef).mean()
+    d = crit.discriminator_loss(er, ef, z, x_real=xr, x_fake=xf)
+    torch.testing.assert_close(d, adv.d_loss(er.mean(1), ef.mean(1), dist).mean() + corr)
+    torch.testing.assert_close(crit.generator_loss(ef, z), adv.g_loss(ef.mean(1)).mean() + corr)
+    terms = crit(er, ef, z, x_real=xr, x_fake=xf)
+    torch.testing.assert_close(terms.discriminator, d)
+
+
+def test_ogan_loss_bad_arguments():
+    with pytest.raises(ValueError, match="corr_weight"):
+        ogan_plugin.OGANLoss("qp", corr_weight=-1)
+    with pytest.raises(ValueError, match="needs x_real and x_fake"):
+        ogan_plugin.OGANLoss("qp").discriminator_loss(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3))
