@@ -52,10 +52,14 @@ class OGANHead(nn.Module):
         self.layer = layer
         self.z_dim = z_dim
         self.register_buffer("output_scale", torch.tensor(float(output_scale)))
+        # decided at construction (a plain head skips the multiply): no device sync per forward
+        self.scaled = float(output_scale) != 1.0
         self.last_raw: Optional[Tensor] = None
 
     def forward(self, h: Tensor) -> Tensor:
-        out = self.layer(h) * self.output_scale.to(h.dtype if h.is_floating_point() else torch.float32)
+        out = self.layer(h)
+        if self.scaled:
+            out = out * self.output_scale.to(out.dtype)
         if isinstance(self.layer, nn.Linear):
             # (B, z_dim) -> score (B, 1); extra leading dims are not a scalar head.
             if out.dim() != 2:
