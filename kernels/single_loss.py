@@ -72,7 +72,7 @@ def ogan_objective_reference(
         corr = corr_weight * rho.mean()
         loss_d = adv.d_loss(s_real, s_fake, dist).mean() - corr
         loss_g = adv.g_loss(s_fake).mean() - corr
-        grad_real, grad_fake_d = torch.autograd.grad(loss_d, (er, ef))
+        grad_real, grad_fake_d = torch.autograd.grad(loss_d, (er, ef), retain_graph=True)
         (grad_fake_g,) = torch.autograd.grad(loss_g, ef)
     return ObjectiveOutput(
         loss_d.detach(),
