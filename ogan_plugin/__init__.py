@@ -9,6 +9,7 @@ the public API.
 from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
 from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead, wrap
 from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.integrations.hook import OGANHook, attach, detach
 from ogan_plugin.losses import (
     AdversarialLoss,
     OGANLoss,
@@ -37,6 +38,9 @@ __all__ = [
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
+    "OGANHook",
+    "attach",
+    "detach",
     "OGANLoss",
     "OGANLossTerms",
     "bce_d_loss",

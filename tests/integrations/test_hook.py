@@ -1,0 +1,250 @@
+"""Hook mode: an unchanged DCGAN-style loop gains the O-GAN term with one line."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.optim as optim
+
+import ogan_plugin
+from ogan_plugin.integrations.hook import OGANHook
+
+NZ = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets on a shared 2-core machine: one intra-op thread avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- the official DCGAN example's loop, at 8x8 on sklearn's digits -------------------------
+def weights_init(m: nn.Module) -> None:
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight.data, 1.0, 0.02)
+        nn.init.constant_(m.bias.data, 0)
+
+
+def dcgan_pair(ngf: int = 8, ndf: int = 8) -> tuple[nn.Module, nn.Module]:
+    netG = nn.Sequential(
+        nn.ConvTranspose2d(NZ, ngf * 2, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, 1, 4, 2, 1, bias=False), nn.Tanh(),
+    )
+    netD = nn.Sequential(
+        nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 3, 1, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+    )
+    netG.apply(weights_init)
+    netD.apply(weights_init)
+    return netG, netD
+
+
+def digits() -> torch.Tensor:
+    from sklearn.datasets import load_digits
+
+    return torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0  # [-1, 1]
+
+
+def train_dcgan_style(hook: bool, steps: int = 200, batch_size: int = 32) -> tuple[float, list]:
+    """The DCGAN example's loop, unchanged except for the one ``wrap`` line."""
+    torch.manual_seed(0)
+    data = digits()
+    netG, netD = dcgan_pair()
+    # the one added line (with hook=False: the encoder head without the hook)
+    netD = ogan_plugin.wrap(netD, z_dim=NZ, generator=netG if hook else None)
+    criterion = nn.BCELoss()
+    real_label, fake_label = 1.0, 0.0
+    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    logged = []
+    for i in range(steps):
+        real_cpu = data[torch.randint(0, len(data), (batch_size,))]
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        netD.zero_grad()
+        b_size = real_cpu.size(0)
+        label = torch.full((b_size,), real_label, dtype=torch.float)
+        output = netD(real_cpu).view(-1)
+        errD_real = criterion(output, label)
+        errD_real.backward()
+        noise = torch.randn(b_size, NZ, 1, 1)
+        fake = netG(noise)
+        label.fill_(fake_label)
+        output = netD(fake.detach()).view(-1)
+        errD_fake = criterion(output, label)
+        errD_fake.backward()
+        optimizerD.step()
+        # (2) Update G network: maximize log(D(G(z)))
+        netG.zero_grad()
+        label.fill_(real_label)
+        output = netD(fake).view(-1)
+        errG = criterion(output, label)
+        errG.backward()
+        optimizerG.step()
+        h = OGANHook.of(netD)
+        logged.append(None if h is None else float(h.last_rho))
+    netG.eval()
+    netD.eval()
+    with torch.no_grad():
+        z = torch.randn(512, NZ)
+        rho = ogan_plugin.pearson_correlation(z, netD.decompose(netG(z[:, :, None, None])).raw).mean()
+    return float(rho), logged
+
+
+def test_dcgan_loop_learns_an_encoder_only_with_the_hook() -> None:
+    rho_on, logged = train_dcgan_style(hook=True)
+    rho_off, logged_off = train_dcgan_style(hook=False)
+    assert rho_on > 0.5, rho_on
+    assert abs(rho_off) < 0.2, rho_off
+    assert all(r is None for r in logged_off)
+    assert sum(logged[-20:]) / 20 > 0.5 and abs(logged[0]) < 0.5  # last step's rho, for logging
+
+
+# --- exactness: hook mode == adding the term explicitly to both losses --------------------
+def mlp_pair() -> tuple[nn.Module, nn.Module]:
+    """A small float64 generator and a Sigmoid-ended discriminator (not wrapped)."""
+    torch.manual_seed(1)
+    G = nn.Sequential(nn.Linear(NZ, 24), nn.Tanh(), nn.Linear(24, 12)).double()
+    D = nn.Sequential(nn.Linear(12, 20), nn.LeakyReLU(0.2), nn.Linear(20, 1), nn.Sigmoid()).double()
+    return G, D
+
+
+def alternating_grads(G: nn.Module, D: nn.Module, z: torch.Tensor, x: torch.Tensor, explicit_weight: float):
+    """One DCGAN-style step's gradients; adds the term explicitly when ``explicit_weight`` > 0."""
+    bce = nn.BCELoss()
+    ones, zeros = torch.ones(len(x), dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
+    D.zero_grad()
+    G.zero_grad()
+    bce(D(x).view(-1), ones).backward()
+    fake = G(z)
+    out = D.decompose(fake.detach())
+    loss_d = bce(out.output.view(-1), zeros)
+    if explicit_weight:
+        loss_d = loss_d + ogan_plugin.correlation_loss(z, out.raw, explicit_weight)
+    loss_d.backward()
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    D.zero_grad()
+    out = D.decompose(fake)
+    loss_g = bce(out.output.view(-1), ones)
+    if explicit_weight:
+        loss_g = loss_g + ogan_plugin.correlation_loss(z, out.raw, explicit_weight)
+    loss_g.backward()
+    return d_grads, [p.grad.clone() for p in G.parameters()]
+
+
+def test_hook_gradients_equal_the_explicit_correlation_term() -> None:
+    G, D = mlp_pair()
+    D = ogan_plugin.wrap(D, z_dim=NZ)
+    torch.manual_seed(2)
+    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=0.3)
+    plain_d, plain_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
+    with ogan_plugin.attach(D, G, corr_weight=0.3) as hook:
+        got_d, got_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
+        assert hook.calls == 2  # fake.detach() in D's step, fake in G's step; not the real call
+        want_rho = ogan_plugin.pearson_correlation(z, D.decompose(G(z)).raw).mean()
+        torch.testing.assert_close(hook.last_rho, want_rho)
+    for a, b in zip(got_d + got_g, want_d + want_g):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(got_d + got_g, plain_d + plain_g))
+    # detached on leaving the block: back to the plain gradients
+    assert OGANHook.of(D) is None and not hook.active
+    again_d, again_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
+    for a, b in zip(again_d + again_g, plain_d + plain_g):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_gradscaler_scales_the_term_like_the_loss() -> None:
+    G, D = mlp_pair()
+    G, D = G.float(), ogan_plugin.wrap(D.float(), z_dim=NZ)
+    z, x = torch.randn(8, NZ), torch.randn(8, 12)
+
+    def d_grads(scaler) -> list[torch.Tensor]:
+        D.zero_grad()
+        loss = D(G(z).detach()).mean()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            return [p.grad / scaler.get_scale() for p in D.parameters()]
+        return [p.grad.clone() for p in D.parameters()]
+
+    with ogan_plugin.attach(D, G):
+        want = d_grads(None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    with ogan_plugin.attach(D, G, scaler=scaler):
+        got = d_grads(scaler)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# --- what it recognises and what it does not ------------------------------------------------
+@pytest.mark.parametrize(
+    "transform",
+    [lambda f: f.clone(), lambda f: f * 1.0, lambda f: f.detach().contiguous()[:-1], lambda f: f.detach().add_(0.0)],
+    ids=["clone", "augmented", "sliced", "in_place"],
+)
+def test_copied_or_modified_fakes_are_not_recognised_and_warn(transform) -> None:
+    G, D = mlp_pair()
+    D = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
+    hook = OGANHook.of(D)
+    z = torch.randn(6, NZ, dtype=torch.float64)
+    D(transform(G(z))).sum().backward()
+    assert hook.calls == 0 and hook.last_rho is None
+    with pytest.warns(RuntimeWarning, match="correlation_loss"):
+        G(z)  # the next generator call notices its previous output was never seen
+
+
+def test_no_warning_for_sampling_under_no_grad_and_deepcopies_are_inert() -> None:
+    G, D = mlp_pair()
+    D = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
+    hook = OGANHook.of(D)
+    G_ema, D_copy = copy.deepcopy(G), copy.deepcopy(D)
+    z = torch.randn(6, NZ, dtype=torch.float64)
+    fake = G(z)
+    G_ema(torch.randn(6, NZ, dtype=torch.float64))  # must not replace the record
+    D_copy(fake).sum().backward(retain_graph=True)  # a copy of D is not watched
+    assert hook.calls == 0
+    D(fake).sum().backward()
+    assert hook.calls == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            G(z)  # sampling with fixed noise: replaces the record
+        D(torch.randn(6, 12, dtype=torch.float64)).sum().backward()
+        G(z)  # the no-grad sample was never meant for D: no warning
+
+
+def test_attach_api_errors_and_idempotence() -> None:
+    G, D = mlp_pair()
+    with pytest.raises(TypeError, match="wrapped first"):
+        ogan_plugin.attach(D, G)
+    W = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
+    hook = OGANHook.of(W)
+    assert ogan_plugin.wrap(W, z_dim=NZ, generator=G) is W and OGANHook.of(W) is hook
+    assert ogan_plugin.attach(W, G) is hook
+    with pytest.raises(ValueError, match="already attached"):
+        ogan_plugin.attach(W, G, corr_weight=1.0)
+    with pytest.raises(TypeError, match="generator"):
+        ogan_plugin.attach(W, "G")  # type: ignore[arg-type]
+    assert ogan_plugin.detach(W) is hook and ogan_plugin.detach(W) is None
+    with pytest.raises(ValueError, match="corr_weight"):
+        ogan_plugin.attach(W, G, corr_weight=-1.0)
+    assert "detached" in repr(hook)
+
+
+def test_generator_input_of_the_wrong_width_is_named() -> None:
+    G = nn.Sequential(nn.Flatten(), nn.Linear(NZ + 1, 12)).double()
+    D = ogan_plugin.wrap(nn.Sequential(nn.Linear(12, 1)).double(), z_dim=NZ, generator=G)
+    with pytest.raises(ValueError, match=r"z \(the generator's input\) has shape \(4, 17\).*z_dim=16"):
+        G(torch.randn(4, NZ + 1, dtype=torch.float64))
+    ogan_plugin.detach(D)
