@@ -11,7 +11,7 @@ kind of score as before.  The head keeps its last raw output for :meth:`decompos
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -280,6 +280,96 @@ class OGANDiscriminator(nn.Module):
                 plain.bias.copy_((layer.bias.detach() * head.output_scale).mean().view(1))
         _set_submodule(self.discriminator, self.head_path, plain)
         return self.discriminator
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @classmethod
+    def from_state_dict(
+        cls, discriminator: nn.Module, state_dict: Mapping[str, Any], *, generator: Optional[nn.Module] = None
+    ) -> "OGANDiscriminator":
+        """Rebuild a wrapped discriminator from a plain one and a wrapped one's ``state_dict()``.
+
+        ``discriminator`` is a freshly built discriminator of the same architecture (not
+        wrapped); the head's path and ``z_dim`` are read from the state dict, the
+        discriminator is wrapped (``generator`` as in :func:`wrap`) and the state loaded.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        scales = [k for k in state_dict if k.startswith("discriminator.") and k.endswith(".output_scale")]
+        if len(scales) != 1:
+            raise ValueError(
+                "state_dict is not a wrapped discriminator's state_dict(): expected one "
+                f"'discriminator.<head>.output_scale' entry, found {len(scales)}"
+                + (" (for a plain discriminator's checkpoint load it before wrap())" if not scales else "")
+            )
+        head_path = scales[0][len("discriminator.") : -len(".output_scale")]
+        prefix = scales[0][: -len("output_scale")] + "layer."
+        for name in ("weight", "weight_orig", "parametrizations.weight.original"):
+            if prefix + name in state_dict:
+                z_dim = int(state_dict[prefix + name].shape[0])
+                break
+        else:
+            raise ValueError(f"state_dict has no weight for the head {head_path!r} (looked under {prefix!r})")
+        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator)
+        wrapped.load_state_dict(state_dict)
+        return wrapped
+
+    def load_unwrapped_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load a checkpoint of the *unwrapped* discriminator (a plain GAN's D) into this one.
+
+        The checkpoint's head entries (``<head>.weight``/``bias``, or a spectral norm's
+        ``weight_orig``/``parametrizations...``) go into a fresh 1-output layer of the head's
+        kind, which the adapters widen again: the scores equal the checkpointed
+        discriminator's, and the code part of the head starts afresh.  Every other entry is
+        loaded as is.  With ``strict`` the keys must match the plain discriminator's
+        exactly (``RuntimeError`` otherwise, before anything is loaded).  Hooks on the head
+        (hook mode) stay in place.  (Loading the checkpoint into the plain discriminator
+        and then calling :func:`wrap` gives the same scores.)
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        prefix = self.head_path + "."
+        if any(k.startswith("discriminator.") for k in state_dict) and not any(k.startswith(prefix) for k in state_dict):
+            raise ValueError(
+                "state_dict looks like a wrapped discriminator's state_dict() (keys start with "
+                "'discriminator.'): use load_state_dict() for it"
+            )
+        head_sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        rest = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        head = self.head
+        plain = new_layer_like(head.layer, 1)
+        if is_spectral_normed(head.layer):
+            from ogan_plugin.adapters.spectral_norm import _spectral_norm_of
+
+            style, sn = _spectral_norm_of(head.layer)
+            if style == "parametrization":
+                from torch.nn.utils.parametrizations import spectral_norm
+            else:
+                from torch.nn.utils import spectral_norm
+            plain = spectral_norm(plain, n_power_iterations=sn.n_power_iterations, eps=sn.eps, dim=sn.dim)
+        expected = {k for k in self.discriminator.state_dict() if not k.startswith(prefix)}
+        expected |= {prefix + k for k in plain.state_dict()}
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"state_dict does not match the unwrapped discriminator: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        if not head_sd:
+            raise ValueError(f"state_dict has no entries for the head {self.head_path!r}")
+        plain.load_state_dict(head_sd, strict=strict)
+        from ogan_plugin.registry import get_registry
+
+        holder = nn.Module()
+        holder.head = plain
+        adaptation = get_registry().pm.hook.ogan_adapt_discriminator(discriminator=holder, z_dim=self.z_dim, head="head")
+        if adaptation is None:
+            raise ValueError(f"no adapter recognises the checkpoint's head {type(plain).__name__}")
+        self.discriminator.load_state_dict(rest, strict=False)
+        new = adaptation.head.to(head.output_scale.device)
+        head.layer = new.layer
+        head.scaled = new.scaled
+        with torch.no_grad():
+            head.output_scale.copy_(new.output_scale)
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, head={self.head_path!r}"
