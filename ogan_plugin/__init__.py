@@ -25,6 +25,8 @@ from ogan_plugin.losses import (
     wgan_g_loss,
 )
 from ogan_plugin.reconstruction import interpolate, reconstruct
+from ogan_plugin.ema import EMA
+from ogan_plugin.training import SingleLossOutput, SingleLossStep, StepResult, single_loss
 from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
 
 __version__ = "0.1.0"
@@ -38,6 +40,11 @@ __all__ = [
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
+    "EMA",
+    "SingleLossOutput",
+    "SingleLossStep",
+    "StepResult",
+    "single_loss",
     "OGANHook",
     "attach",
     "detach",

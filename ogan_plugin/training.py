@@ -1,0 +1,549 @@
+"""Single-loss O-GAN training: both networks from one backward and one optimizer step.
+
+METHOD.md section 4.  With ``L_D`` the discriminator's loss (adversarial term on
+``D(x_real)`` and ``D(sg(x_fake))`` plus the correlation term) and ``L_G`` the
+generator's (adversarial term on ``D(x_fake)`` plus the correlation term), the loss
+returned by :func:`single_loss` has
+
+* the value ``L_D + L_G`` (float32, for logging),
+* the gradient ``dL_D/dθ_D`` on the discriminator's parameters and ``dL_G/dθ_G`` on the
+  generator's: exactly the gradients of an alternating update that computes both losses
+  from the same parameters and the same z (detached fakes for D, D frozen for G).
+
+The values and the three gradient streams of the objective come from the registry's
+``ogan_objective`` operation (the fused Triton kernel where that backend is active, the
+torch reference otherwise); this module only routes them into the networks.
+
+Routings (``routing=``):
+
+``"split"`` (default, the fastest)
+    Two discriminator forwards: ``D(x_real)`` and ``D(x_fake)``, the latter on a detached
+    copy of the fakes.  In the backward the discriminator-loss stream goes to D's
+    parameters through that forward, and the generator-loss stream to D's input (a second
+    vector-Jacobian product of the same forward), then into G.  Exact, also with Dropout
+    or training-mode BatchNorm in D (both products see the same forward).
+
+``"three_forward"`` (the original code's)
+    ``D(x_real)``, ``D(x_fake)`` and ``D(sg(x_fake))``: the generator stream is fed into
+    ``E(x_fake)`` and ``grad_fake_d - grad_fake_g`` into ``E(sg(x_fake))``, so the two
+    copies cancel on D's parameters.  One more discriminator forward and weight backward
+    than "split".  If D is random in training mode (Dropout), the two fake forwards differ
+    and the cancellation is inexact: a warning says so (use "split").
+
+BatchNorm in D: by default the real and the fake batch go through separate forwards (as
+in the official code and most alternating loops), so each batch is normalised with its
+own statistics.  ``concat_batches=True`` runs one forward on ``cat([x_real, x_fake])``
+instead: one larger forward (often a little faster), but training-mode BatchNorm then
+normalises with the statistics of the mixed batch, which changes the model's outputs and
+gradients.  Without batch-dependent layers (or in eval mode) both give the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ogan_plugin.ema import EMA
+from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.losses import AdversarialLoss, get_loss, pixel_distance
+from ogan_plugin.registry import dispatch
+
+__all__ = ["ROUTINGS", "SingleLossOutput", "SingleLossStep", "StepResult", "single_loss"]
+
+#: Routings accepted by :func:`single_loss` and :class:`SingleLossStep`.
+ROUTINGS = ("split", "three_forward")
+
+
+class SingleLossOutput(NamedTuple):
+    """What :func:`single_loss` returns with ``return_terms=True``.
+
+    ``loss``: the scalar to call ``.backward()`` on (value ``loss_d + loss_g``);
+    ``loss_d``, ``loss_g``: the two players' losses (detached float32 scalars);
+    ``rho``: per-sample correlation rho(z, E(G(z))) (detached, (B,));
+    ``x_fake``: the generator's output for ``z``.
+    """
+
+    loss: Tensor
+    loss_d: Tensor
+    loss_g: Tensor
+    rho: Tensor
+    x_fake: Tensor
+
+
+class StepResult(NamedTuple):
+    """Detached logging values of one :meth:`SingleLossStep.step`.
+
+    ``loss`` = ``loss_d + loss_g``; ``rho`` is the batch mean of the correlation;
+    ``step`` the number of optimizer steps taken so far (1 after the first call).
+    """
+
+    loss: Tensor
+    loss_d: Tensor
+    loss_g: Tensor
+    rho: Tensor
+    step: int
+
+
+# --- argument checks (public boundary) -----------------------------------------------------
+def _check_modules(generator: Any, wrapped_discriminator: Any) -> None:
+    if not callable(generator):
+        raise TypeError(f"generator must be callable (an nn.Module), got {type(generator).__name__}")
+    if not isinstance(wrapped_discriminator, OGANDiscriminator):
+        raise TypeError(
+            "wrapped_discriminator must be an OGANDiscriminator (D = ogan_plugin.wrap(D, z_dim)), got "
+            f"{type(wrapped_discriminator).__name__}"
+        )
+
+
+def _check_options(loss: Any, corr_weight: Any, routing: Any) -> AdversarialLoss:
+    adv = get_loss(loss)
+    if isinstance(corr_weight, bool) or not isinstance(corr_weight, (int, float)) or not corr_weight >= 0:
+        raise ValueError(f"corr_weight must be a number >= 0, got {corr_weight!r}")
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    return adv
+
+
+def _check_batch(x_real: Any, z: Any, z_dim: int) -> None:
+    if not isinstance(x_real, Tensor) or not x_real.is_floating_point():
+        raise TypeError(f"x_real must be a floating-point torch.Tensor, got {_describe(x_real)}")
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise TypeError(f"z must be a floating-point torch.Tensor, got {_describe(z)}")
+    if x_real.dim() < 1 or x_real.shape[0] < 1:
+        raise ValueError(f"x_real must be a non-empty batch, got shape {tuple(x_real.shape)}")
+    if z.dim() < 2 or z[0].numel() != z_dim:
+        raise ValueError(
+            f"z must have shape (batch, {z_dim}) (or (batch, {z_dim}, 1, ...)): the wrapped "
+            f"discriminator's z_dim is {z_dim}, got z of shape {tuple(z.shape)}"
+        )
+    if z.shape[0] != x_real.shape[0]:
+        raise ValueError(f"z has batch size {z.shape[0]} but x_real has {x_real.shape[0]}; they must match")
+
+
+def _describe(x: Any) -> str:
+    return f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _random_layers_in_training(module: nn.Module) -> list[str]:
+    return [
+        name or type(m).__name__
+        for name, m in module.named_modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+    ]
+
+
+# --- the split routing's autograd glue -------------------------------------------------------
+class _SplitRoute(torch.autograd.Function):
+    """``sum(e_fake * grad_fake_d)`` whose backward also sends ``grad_fake_g`` to G.
+
+    ``e_fake`` is D's output on ``x_leaf``, a detached copy of ``x_fake``.  The backward
+    (with incoming scale ``c``) returns ``c * grad_fake_d`` to ``e_fake`` (-> D's
+    parameters) and, as ``x_fake``'s gradient, ``J^T (c * grad_fake_g)`` where J is the
+    Jacobian of that same forward w.r.t. ``x_leaf`` (-> G).  The second product is a
+    nested autograd call on the retained graph; it runs before the outer pass reaches D's
+    graph, which depends on this node.
+    """
+
+    @staticmethod
+    def forward(ctx, e_fake: Tensor, x_fake: Tensor, grad_fake_d: Tensor, grad_fake_g: Tensor, x_leaf: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(e_fake, grad_fake_d, grad_fake_g)
+        ctx.x_leaf = x_leaf
+        return (e_fake.float() * grad_fake_d.float()).sum()
+
+    @staticmethod
+    def backward(ctx, c: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        e_fake, grad_fake_d, grad_fake_g = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[1]:
+            x_leaf = ctx.x_leaf
+            x_leaf.grad = None
+            # backward(inputs=) rather than autograd.grad: tools that watch the graph with
+            # multi-grad hooks (FlopCounterMode, module trackers) reject nested autograd.grad.
+            torch.autograd.backward(e_fake, (grad_fake_g * c).to(e_fake.dtype), inputs=[x_leaf], retain_graph=True)
+            grad_x, x_leaf.grad = x_leaf.grad, None
+        grad_e = (grad_fake_d * c).to(e_fake.dtype) if ctx.needs_input_grad[0] else None
+        return grad_e, grad_x, None, None, None
+
+
+def _dot(e: Tensor, g: Tensor) -> Tensor:
+    return (e.float() * g.float()).sum()
+
+
+# --- the functional form ------------------------------------------------------------------
+def _single_loss(
+    generator: Callable[[Tensor], Tensor],
+    D: OGANDiscriminator,
+    x_real: Tensor,
+    z: Tensor,
+    adv: AdversarialLoss,
+    loss_arg: Union[str, AdversarialLoss],
+    corr_weight: float,
+    routing: str,
+    concat_batches: bool,
+    backend: Optional[str],
+    eps: float,
+) -> SingleLossOutput:
+    """The work of :func:`single_loss`, on checked arguments."""
+    x_fake = generator(z)
+    if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
+        got = tuple(x_fake.shape) if isinstance(x_fake, Tensor) else type(x_fake).__name__
+        raise ValueError(
+            f"the generator's output for z has shape {got} but x_real has shape {tuple(x_real.shape)}; "
+            "real and generated batches must have the same shape"
+        )
+    B = x_real.shape[0]
+    z_flat = z.detach().flatten(1)
+    dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
+    objective = dispatch("ogan_objective", x_real.device.type, backend)
+
+    if routing == "split":
+        x_leaf = x_fake.detach().requires_grad_(x_fake.requires_grad)
+        if concat_batches:
+            raw = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)])).raw
+            e_real, e_fake = raw[:B], raw[B:]
+        else:
+            e_real = D.decompose(x_real).raw
+            e_fake = D.decompose(x_leaf).raw
+        out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+        surrogate = _dot(e_real, out.grad_real) + _SplitRoute.apply(
+            e_fake, x_fake, out.grad_fake_d, out.grad_fake_g, x_leaf
+        )
+    else:
+        randoms = _random_layers_in_training(D)
+        if randoms:
+            warnings.warn(
+                f"routing='three_forward' with random layers in training mode in the discriminator "
+                f"({', '.join(randoms[:3])}): D(x_fake) and D(sg(x_fake)) draw different masks, so the "
+                "generator term does not cancel exactly on D's parameters; use routing='split'",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if concat_batches:
+            raw = D.decompose(torch.cat([x_real, x_fake.detach().to(x_real.dtype), x_fake.to(x_real.dtype)])).raw
+            e_real, e_sg, e_fake = raw[:B], raw[B : 2 * B], raw[2 * B :]
+        else:
+            e_real = D.decompose(x_real).raw
+            e_sg = D.decompose(x_fake.detach()).raw
+            e_fake = D.decompose(x_fake).raw
+        out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+        surrogate = (
+            _dot(e_real, out.grad_real)
+            + _dot(e_fake, out.grad_fake_g)
+            + _dot(e_sg, out.grad_fake_d - out.grad_fake_g)
+        )
+    value = (out.loss_d + out.loss_g).float()
+    loss = surrogate - surrogate.detach() + value
+    return SingleLossOutput(loss, out.loss_d.detach().float(), out.loss_g.detach().float(), out.rho.detach(), x_fake)
+
+
+def single_loss(
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    x_real: Tensor,
+    z: Tensor,
+    loss: Union[str, AdversarialLoss] = "qp",
+    corr_weight: float = 0.5,
+    routing: str = "split",
+    *,
+    concat_batches: bool = False,
+    backend: Optional[str] = None,
+    eps: float = EPS,
+    return_terms: bool = False,
+) -> Union[Tensor, SingleLossOutput]:
+    """The O-GAN single loss of one batch: a scalar whose ``.backward()`` trains both nets.
+
+    After ``single_loss(G, D, x_real, z).backward()`` the discriminator's parameters hold
+    ``dL_D/dθ_D`` and the generator's ``dL_G/dθ_G`` (see the module docstring), so one
+    optimizer over both networks performs the alternating update from one backward::
+
+        D = ogan_plugin.wrap(D, z_dim=nz)
+        opt = torch.optim.RMSprop([*G.parameters(), *D.parameters()], lr=1e-4, alpha=0.99)
+        for x in loader:
+            opt.zero_grad()
+            ogan_plugin.single_loss(G, D, x, torch.randn(len(x), nz)).backward()
+            opt.step()
+
+    Args:
+        generator: maps ``z`` to a batch shaped like ``x_real``.
+        wrapped_discriminator: the discriminator wrapped by :func:`ogan_plugin.wrap`.
+        x_real: a batch of real samples (B, ...).
+        z: the noise the fakes are generated from, (B, z_dim) or (B, z_dim, 1, ...).
+        loss: adversarial loss name (``"qp"``, ``"hinge"``, ``"bce"``, ``"wgan"`` or a
+            plugin's) or an :class:`~ogan_plugin.losses.AdversarialLoss`.
+        corr_weight: lambda, the weight of ``-mean(rho)`` in both losses.
+        routing: ``"split"`` or ``"three_forward"`` (module docstring).
+        concat_batches: one discriminator forward on ``cat([x_real, x_fake])`` instead of
+            separate forwards (changes training-mode BatchNorm statistics).
+        backend: force the ``ogan_objective`` backend by name (default: the registry's).
+        eps: norm floor of the correlation.
+        return_terms: return a :class:`SingleLossOutput` (loss, loss_d, loss_g, rho,
+            x_fake) instead of the bare loss.
+
+    Returns:
+        A float32 scalar tensor of value ``loss_d + loss_g`` (or :class:`SingleLossOutput`).
+        Its gradient is linear in the incoming scale, so ``GradScaler.scale(loss)`` and
+        ``loss / accumulation_steps`` work as usual.  Call ``.backward()`` once per loss
+        (``retain_graph=True`` to call it again).
+    """
+    _check_modules(generator, wrapped_discriminator)
+    adv = _check_options(loss, corr_weight, routing)
+    _check_batch(x_real, z, wrapped_discriminator.z_dim)
+    out = _single_loss(
+        generator, wrapped_discriminator, x_real, z, adv, loss, float(corr_weight), routing,
+        bool(concat_batches), backend, eps,
+    )
+    return out if return_terms else out.loss
+
+
+# --- the training step ------------------------------------------------------------------
+def _named_trainable(generator: nn.Module, discriminator: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    seen: set[int] = set()
+    out = []
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        for name, p in module.named_parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append((f"{prefix}.{name}", p))
+    return out
+
+
+class SingleLossStep:
+    """One full O-GAN training iteration per :meth:`step`: one backward, one optimizer step.
+
+    Each step samples z (unless given), runs G once, the discriminator forwards of the
+    chosen ``routing``, one backward of :func:`single_loss` and one optimizer step over
+    both networks, then updates the generator's EMA if enabled::
+
+        D = ogan_plugin.wrap(D, z_dim=128)
+        trainer = ogan_plugin.SingleLossStep(G, D, loss="qp", ema_decay=0.999)
+        for x in loader:
+            r = trainer.step(x)
+            print(r.step, float(r.loss_d), float(r.loss_g), float(r.rho))
+        samples = trainer.ema.module(torch.randn(16, 128))
+
+    Args:
+        generator: the generator (an ``nn.Module``).
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``.
+        loss, corr_weight, routing, concat_batches: as in :func:`single_loss`.
+        optimizer: one optimizer holding the trainable parameters of both networks;
+            ``None`` builds the official recipe, ``RMSprop(lr=1e-4, alpha=0.99)``.
+        z_dim: noise size (default and only valid value: the discriminator's ``z_dim``).
+        amp_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the forwards under
+            ``torch.autocast`` (None: no autocast).
+        grad_scaler: a ``torch.amp.GradScaler``; ``None`` creates one when ``amp_dtype``
+            is float16, ``False`` never uses one.
+        accumulation_steps: split each batch into this many micro-batches, one backward
+            each, the gradients summed (weighted by micro-batch size) before the single
+            optimizer step.  Without batch-dependent layers the result equals the
+            full-batch step.
+        ema_decay: keep an :class:`~ogan_plugin.ema.EMA` of the generator with this decay.
+        z_shape: per-sample shape of sampled z (default ``(z_dim,)``; e.g.
+            ``(z_dim, 1, 1)`` for DCGAN-style generators).
+        noise_generator: a ``torch.Generator`` for sampling z (saved in
+            :meth:`state_dict`, for exact resumption); default: torch's global RNG.
+        backend: force the ``ogan_objective`` backend by name.
+        check_finite: before each backward, raise ``FloatingPointError`` naming the step
+            if the loss is NaN/inf (one device sync per micro-batch); the gradients are
+            cleared and the optimizer is not stepped.
+        eps: norm floor of the correlation.
+
+    Attributes:
+        optimizer, ema (:class:`EMA` or None), grad_scaler (or None), step_count.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        wrapped_discriminator: OGANDiscriminator,
+        loss: Union[str, AdversarialLoss] = "qp",
+        corr_weight: float = 0.5,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        routing: str = "split",
+        z_dim: Optional[int] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        grad_scaler: Any = None,
+        accumulation_steps: int = 1,
+        ema_decay: Optional[float] = None,
+        concat_batches: bool = False,
+        *,
+        z_shape: Optional[Sequence[int]] = None,
+        noise_generator: Optional[torch.Generator] = None,
+        backend: Optional[str] = None,
+        check_finite: bool = True,
+        eps: float = EPS,
+    ) -> None:
+        _check_modules(generator, wrapped_discriminator)
+        if not isinstance(generator, nn.Module):
+            raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
+        self.adversarial = _check_options(loss, corr_weight, routing)
+        self.generator = generator
+        self.discriminator = wrapped_discriminator
+        self.loss = loss
+        self.corr_weight = float(corr_weight)
+        self.routing = routing
+        self.concat_batches = bool(concat_batches)
+        self.backend = backend
+        self.check_finite = bool(check_finite)
+        self.eps = eps
+
+        D_z = wrapped_discriminator.z_dim
+        if z_dim is not None and z_dim != D_z:
+            raise ValueError(f"z_dim={z_dim!r} differs from the wrapped discriminator's z_dim={D_z}")
+        self.z_dim = D_z
+        self.z_shape = (D_z,) if z_shape is None else tuple(int(s) for s in z_shape)
+        if int(torch.Size(self.z_shape).numel()) != D_z:
+            raise ValueError(f"z_shape={tuple(self.z_shape)} must have {D_z} elements (the discriminator's z_dim)")
+
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
+        self.accumulation_steps = accumulation_steps
+
+        if amp_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+        self.amp_dtype = amp_dtype
+        p0 = next(generator.parameters(), None)
+        self.device = p0.device if p0 is not None else torch.device("cpu")
+        self.z_dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
+        if grad_scaler is None:
+            grad_scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else False
+        if grad_scaler is not False and not hasattr(grad_scaler, "scale"):
+            raise TypeError(f"grad_scaler must be a torch.amp.GradScaler, None or False, got {type(grad_scaler).__name__}")
+        self.grad_scaler = grad_scaler or None
+
+        named = _named_trainable(generator, wrapped_discriminator)
+        if optimizer is None:
+            optimizer = torch.optim.RMSprop([p for _, p in named], lr=1e-4, alpha=0.99)
+        elif not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        else:
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            missing = [name for name, p in named if id(p) not in held]
+            if missing:
+                shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+                raise ValueError(
+                    "optimizer must hold the trainable parameters of both networks (one optimizer steps "
+                    f"both); it lacks: {shown}. (An optimizer built before wrap() does not hold the "
+                    "widened head's new parameters.)"
+                )
+        self.optimizer = optimizer
+        self.ema: Optional[EMA] = None if ema_decay is None else EMA(generator, ema_decay)
+        self.noise_generator = noise_generator
+        self.step_count = 0
+
+    # -- one iteration ---------------------------------------------------------------------
+    def sample_z(self, batch_size: int, device: Optional[torch.device] = None) -> Tensor:
+        """Standard normal noise of shape ``(batch_size, *z_shape)`` in G's parameter dtype."""
+        return torch.randn(
+            (batch_size, *self.z_shape),
+            device=self.device if device is None else device,
+            dtype=self.z_dtype,
+            generator=self.noise_generator,
+        )
+
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.amp_dtype)
+
+    def step(self, x_real: Tensor, z: Optional[Tensor] = None) -> StepResult:
+        """Train both networks on one batch of real samples; return detached logging values.
+
+        Args:
+            x_real: real batch (B, ...), on the networks' device.
+            z: noise (B, z_dim) or (B, *z_shape); sampled when None.
+
+        Raises:
+            FloatingPointError: the loss is NaN/inf (with ``check_finite``); the step
+                number is in the message, gradients are cleared and no parameter changed.
+        """
+        if z is None and isinstance(x_real, Tensor) and x_real.dim() >= 1:
+            z = self.sample_z(x_real.shape[0], x_real.device)
+        _check_batch(x_real, z, self.z_dim)
+        B = x_real.shape[0]
+        k = self.accumulation_steps
+        if k > B:
+            raise ValueError(f"accumulation_steps={k} exceeds the batch size {B}")
+        xs, zs = (x_real, ), (z, )
+        if k > 1:
+            xs, zs = x_real.tensor_split(k), z.tensor_split(k)
+
+        opt, scaler = self.optimizer, self.grad_scaler
+        opt.zero_grad(set_to_none=True)
+        totals = torch.zeros(4, dtype=torch.float32, device=x_real.device)
+        for xr, zr in zip(xs, zs):
+            w = xr.shape[0] / B
+            with self._autocast(x_real.device.type):
+                out = _single_loss(
+                    self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
+                    self.corr_weight, self.routing, self.concat_batches, self.backend, self.eps,
+                )
+            if self.check_finite and not bool(torch.isfinite(out.loss)):
+                opt.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"non-finite O-GAN loss at step {self.step_count + 1} (loss_d={float(out.loss_d):.4g}, "
+                    f"loss_g={float(out.loss_g):.4g}); the optimizer was not stepped and the weights are "
+                    "unchanged (lower the learning rate, check the inputs, or use a GradScaler with float16)"
+                )
+            loss = out.loss * w if k > 1 else out.loss
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            totals += w * torch.stack([out.loss.detach(), out.loss_d, out.loss_g, out.rho.float().mean()])
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        self.step_count += 1
+        if self.ema is not None:
+            self.ema.update()
+        return StepResult(totals[0], totals[1], totals[2], totals[3], self.step_count)
+
+    __call__ = step
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the step owns: optimizer, EMA, step count, GradScaler, noise RNG.
+
+        The networks' own weights are not included: save ``G.state_dict()`` and
+        ``D.state_dict()`` beside it.
+        """
+        return {
+            "step_count": self.step_count,
+            "optimizer": self.optimizer.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "grad_scaler": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
+            "noise_generator": None if self.noise_generator is None else self.noise_generator.get_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (into a step built the same way)."""
+        missing = {"step_count", "optimizer", "ema", "grad_scaler", "noise_generator"} - set(state_dict)
+        if missing:
+            raise KeyError(f"SingleLossStep state dict lacks {sorted(missing)}")
+        for key, mine in (("ema", self.ema), ("grad_scaler", self.grad_scaler), ("noise_generator", self.noise_generator)):
+            if (state_dict[key] is None) != (mine is None):
+                raise ValueError(
+                    f"state dict has {'no ' if state_dict[key] is None else ''}{key} state but this step "
+                    f"{'has' if mine is not None else 'has no'} {key}; build the step with the same options"
+                )
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state_dict["ema"])
+        if self.grad_scaler is not None:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+        if self.noise_generator is not None:
+            self.noise_generator.set_state(state_dict["noise_generator"])
+        self.step_count = int(state_dict["step_count"])
+
+    def __repr__(self) -> str:
+        name = self.adversarial.name or type(self.adversarial).__name__
+        return (
+            f"SingleLossStep(loss={name!r}, corr_weight={self.corr_weight}, routing={self.routing!r}, "
+            f"z_dim={self.z_dim}, amp_dtype={self.amp_dtype}, accumulation_steps={self.accumulation_steps}, "
+            f"ema={'on' if self.ema else 'off'}, step_count={self.step_count})"
+        )

@@ -1,0 +1,240 @@
+"""single_loss(): both routings give the alternating update's gradients, for every loss."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ogan_plugin
+from ogan_plugin import Backend, hookimpl
+from ogan_plugin import losses as L
+from ogan_plugin.training import ROUTINGS, single_loss
+
+NZ = 6
+#: the adversarial losses by hand, from the functional forms
+FUNCTIONAL = {
+    "qp": (L.qp_d_loss, L.qp_g_loss),
+    "hinge": (L.hinge_d_loss, L.hinge_g_loss),
+    "bce": (L.bce_d_loss, L.bce_g_loss),
+    "wgan": (L.wgan_d_loss, L.wgan_g_loss),
+}
+
+
+def make_pair(batchnorm: bool = False, dropout: float = 0.0, seed: int = 0):
+    """float64 (G, wrapped D) on 1x8x8 images; D is a small conv net."""
+    torch.manual_seed(seed)
+    D = nn.Sequential(
+        nn.Conv2d(1, 4, 3, 2, 1),
+        *([nn.BatchNorm2d(4)] if batchnorm else []),
+        nn.LeakyReLU(0.2),
+        *([nn.Dropout(dropout)] if dropout else []),
+        nn.Flatten(),
+        nn.Linear(64, 1),
+    ).double()
+    G = nn.Sequential(nn.Linear(NZ, 32), nn.Tanh(), nn.Linear(32, 64), nn.Unflatten(1, (1, 8, 8))).double()
+    Dw = ogan_plugin.wrap(D, NZ)
+    if batchnorm:  # non-trivial running statistics and affine parameters
+        with torch.no_grad():
+            Dw.train()(torch.randn(16, 1, 8, 8, dtype=torch.float64) * 2 + 0.5)
+            bn = D[1]
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    return G, Dw
+
+
+def batch(n: int = 7, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(n, NZ, generator=g, dtype=torch.float64)
+
+
+def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5):
+    """Gradients of the usual two-loss update, by hand: (D grads, G grads, L_D, L_G)."""
+    d_loss, g_loss = FUNCTIONAL[loss]
+    fake = G(z)
+    e_real, e_fake = D.decompose(x).raw, D.decompose(fake.detach()).raw
+    loss_d = d_loss(e_real.mean(1), e_fake.mean(1), L.pixel_distance(x, fake.detach())) + ogan_plugin.correlation_loss(
+        z, e_fake, corr_weight
+    )
+    grads_d = torch.autograd.grad(loss_d, list(D.parameters()))
+    D.requires_grad_(False)  # D frozen for the generator's update
+    try:
+        e_gen = D.decompose(fake).raw
+        loss_g = g_loss(e_gen.mean(1)) + ogan_plugin.correlation_loss(z, e_gen, corr_weight)
+        grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
+    finally:
+        D.requires_grad_(True)
+    return grads_d, grads_g, loss_d.detach(), loss_g.detach()
+
+
+def assert_grads_equal(expected, params, rel: float = 1e-5) -> None:
+    """Equal to ``rel`` relative, the absolute floor scaled by the network's largest gradient
+    (a conv bias before training-mode BatchNorm has a gradient of ~1e-17: pure rounding)."""
+    params = list(params)
+    assert len(expected) == len(params)
+    scale = max(e.abs().max().item() for e in expected)
+    assert scale > 0
+    for i, (e, p) in enumerate(zip(expected, params)):
+        assert p.grad is not None, f"parameter {i} got no gradient"
+        torch.testing.assert_close(p.grad, e, rtol=rel, atol=rel * scale, msg=lambda m: f"parameter {i}: {m}")
+
+
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
+@pytest.mark.parametrize("routing", ROUTINGS)
+@pytest.mark.parametrize("loss", sorted(FUNCTIONAL))
+def test_gradients_equal_the_alternating_update(loss, routing, batchnorm):
+    G, D = make_pair(batchnorm)
+    D.eval()
+    x, z = batch()
+    grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, loss)
+    out = single_loss(G, D, x, z, loss=loss, routing=routing, return_terms=True)
+    out.loss.backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+    # value: the sum of the two players' losses
+    torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out.loss_g.double(), loss_g.double(), rtol=1e-6, atol=1e-7)
+    assert out.loss.item() == pytest.approx((out.loss_d + out.loss_g).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_training_mode_batchnorm_with_separate_forwards_is_exact(routing):
+    # Separate forwards normalise the real and the fake batch with their own statistics,
+    # as the alternating loop does, so even training-mode BatchNorm gives equal gradients.
+    G, D = make_pair(batchnorm=True)
+    D.train()
+    x, z = batch()
+    grads_d, grads_g, _, _ = alternating_reference(G, D, x, z, "qp")
+    single_loss(G, D, x, z, routing=routing).backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_concat_batches_equal_separate_forwards_in_eval_mode_and_differ_in_training_mode(routing):
+    G, D = make_pair(batchnorm=True)
+    x, z = batch()
+    grads = {}
+    for mode in ("eval", "train"):
+        for concat in (False, True):
+            getattr(D, mode)()
+            G.zero_grad(), D.zero_grad()
+            single_loss(G, D, x, z, routing=routing, concat_batches=concat).backward()
+            grads[mode, concat] = [p.grad.clone() for p in [*D.parameters(), *G.parameters()]]
+    for a, b in zip(grads["eval", False], grads["eval", True]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    # mixed-batch statistics are a different model: the gradients change
+    assert any(not torch.allclose(a, b, rtol=1e-3) for a, b in zip(grads["train", False], grads["train", True]))
+
+
+def test_split_is_exact_with_dropout_and_three_forward_warns():
+    G, D = make_pair(dropout=0.5)
+    D.train()
+    x, z = batch()
+    # Reference for the split semantics: the same two forwards (same dropout masks), D's
+    # gradient from L_D and G's from L_G.
+    torch.manual_seed(123)
+    fake = G(z)
+    e_real, e_fake = D.decompose(x).raw, D.decompose(fake).raw
+    loss_d = L.qp_d_loss(e_real.mean(1), e_fake.mean(1), L.pixel_distance(x, fake.detach()))
+    loss_d = loss_d + ogan_plugin.correlation_loss(z, e_fake, 0.5)
+    loss_g = L.qp_g_loss(e_fake.mean(1)) + ogan_plugin.correlation_loss(z, e_fake, 0.5)
+    grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
+    grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
+
+    torch.manual_seed(123)
+    single_loss(G, D, x, z, routing="split").backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+
+    with pytest.warns(RuntimeWarning, match="routing='split'"):
+        single_loss(G, D, x, z, routing="three_forward")
+    D.eval()  # no randomness in eval mode: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        single_loss(G, D, x, z, routing="three_forward")
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_gradient_is_linear_in_the_incoming_scale(routing):
+    # GradScaler multiplies the loss; accumulation divides it: both must scale every gradient.
+    G, D = make_pair()
+    x, z = batch()
+    single_loss(G, D, x, z, routing=routing).backward()
+    ref = [p.grad.clone() for p in [*G.parameters(), *D.parameters()]]
+    G.zero_grad(), D.zero_grad()
+    (single_loss(G, D, x, z, routing=routing) * -2.5).backward()
+    for r, p in zip(ref, [*G.parameters(), *D.parameters()]):
+        torch.testing.assert_close(p.grad, -2.5 * r)
+
+
+def test_autograd_grad_and_rho_terms():
+    # torch.autograd.grad (not only .backward()) sees every parameter; rho is E(G(z))'s correlation.
+    G, D = make_pair()
+    D.eval()
+    x, z = batch()
+    grads_d, grads_g, _, _ = alternating_reference(G, D, x, z, "hinge")
+    out = single_loss(G, D, x, z, "hinge", return_terms=True)
+    got = torch.autograd.grad(out.loss, [*D.parameters(), *G.parameters()])
+    for e, g in zip([*grads_d, *grads_g], got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5 * e.abs().max().item())
+    torch.testing.assert_close(out.rho, ogan_plugin.pearson_correlation(z, D.decompose(G(z)).raw).detach())
+    assert out.x_fake.shape == x.shape and out.loss.dtype == torch.float32 and out.loss.dim() == 0
+
+
+def test_objective_comes_from_the_registry():
+    calls = []
+    reference = ogan_plugin.get_registry().resolve("ogan_objective", "cpu", "reference").fn
+
+    def spy(*args):
+        calls.append(args[4])
+        return reference(*args)
+
+    plugin = types.SimpleNamespace(ogan_backends=hookimpl(lambda: [Backend("ogan_objective", "spy", spy, priority=-5)]))
+    reg = ogan_plugin.get_registry()
+    reg.register(plugin, name="spy-objective")
+    try:
+        G, D = make_pair()
+        x, z = batch()
+        single_loss(G, D, x, z, "wgan", backend="spy").backward()
+        assert calls == ["wgan"]
+        single_loss(G, D, x, z, "wgan")  # the automatic choice is not the low-priority spy
+        assert calls == ["wgan"]
+    finally:
+        reg.unregister(name="spy-objective")
+
+
+def test_dcgan_style_noise_shape_is_accepted():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.ConvTranspose2d(NZ, 1, 8), nn.Tanh()).double()
+    D = ogan_plugin.wrap(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 1, 4)).double(), NZ)
+    x, z = batch()
+    loss = single_loss(G, D, x, z.view(-1, NZ, 1, 1))
+    loss.backward()
+    assert all(p.grad is not None for p in [*G.parameters(), *D.parameters()])
+
+
+# --- bad inputs ----------------------------------------------------------------------------
+def test_bad_inputs_raise_clear_errors():
+    G, D = make_pair()
+    x, z = batch()
+    with pytest.raises(ValueError, match=r"generator's output .*\(7, 1, 8, 8\).*x_real has shape \(7, 64\)"):
+        single_loss(G, D, x.flatten(1), z)
+    with pytest.raises(ValueError, match=r"z must have shape \(batch, 6\).*z_dim is 6.*\(7, 5\)"):
+        single_loss(G, D, x, z[:, :5])
+    with pytest.raises(ValueError, match="z has batch size 6 but x_real has 7"):
+        single_loss(G, D, x, z[:6])
+    with pytest.raises(TypeError, match="wrapped_discriminator must be an OGANDiscriminator"):
+        single_loss(G, D.discriminator, x, z)
+    with pytest.raises(TypeError, match="z must be a floating-point"):
+        single_loss(G, D, x, z.long())
+    with pytest.raises(ValueError, match="routing must be one of"):
+        single_loss(G, D, x, z, routing="fused")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        single_loss(G, D, x, z, loss="lsgan")
+    with pytest.raises(ValueError, match="corr_weight"):
+        single_loss(G, D, x, z, corr_weight=-1)
