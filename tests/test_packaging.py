@@ -41,3 +41,22 @@ def test_import_works_without_triton():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert abs(float(out.split()[0]) - 1.0) < 1e-5 and out.split()[1] == "reference"
+
+
+def test_regular_install_ships_the_same_modules(tmp_path):
+    """A non-editable install (what `pip install .` does) carries kernels/ and adapters/ as subpackages."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        check=True,
+    )
+    assert (target / "ogan_plugin" / "kernels" / "pearson.py").is_file()
+    assert (target / "ogan_plugin" / "adapters" / "linear.py").is_file()
+    assert not (target / "kernels").exists() and not (target / "adapters").exists()
+    code = (
+        "import ogan_plugin, ogan_plugin.kernels.pearson as k, ogan_plugin.adapters.linear as a; "
+        "print(ogan_plugin.__file__); print(k.__file__); print(a.__file__)"
+    )
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env=env).stdout
+    assert all(line.startswith(str(target)) for line in out.split()), out
