@@ -1,0 +1,556 @@
+"""How good is the encoder?  Metrics for a generator and its O-GAN discriminator.
+
+Every function takes the modules and the data (tensors, or any iterable of tensors /
+``(images, labels)`` pairs such as a ``DataLoader``), so they work on your own G, wrapped
+D and data, not only inside ``ogan-plugin demo``.  Modules are put in eval mode while
+measured and restored afterwards; nothing is trained except the small scikit-learn
+classifiers the metrics use.
+
+- :func:`mean_correlation`: mean Pearson rho(z, E(G(z))) on fresh noise.
+- :func:`reconstruction_error`: MSE of ``G(scale * encode(x))`` against ``x``, next to the
+  MSE of predicting the mean image for every input (the scale of "no information").
+- :class:`PixelClassifier` (a logistic regression on raw pixels) and
+  :func:`class_agreement`: how often it gives a reconstruction the label it gives the
+  source image.
+- :func:`linear_probe` / :func:`probe_codes_and_pixels`: held-out accuracy of a logistic
+  regression on the codes against the same probe on raw pixels.
+- :func:`sample_quality`: classifier confidence on samples, classes present, and the
+  Fréchet distance (:func:`frechet_distance`) between real and generated images in the
+  classifier's feature space (its K class logits).
+- :func:`evaluate`: all of the above in one :class:`EncoderReport`.
+
+The classifiers need scikit-learn (``pip install 'ogan-plugin[demo]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ogan_plugin.head import OGANDiscriminator
+
+__all__ = [
+    "DataLike",
+    "EncoderReport",
+    "PixelClassifier",
+    "ProbeAccuracy",
+    "ReconstructionError",
+    "SampleQuality",
+    "class_agreement",
+    "collect",
+    "eval_mode",
+    "evaluate",
+    "frechet_distance",
+    "generate",
+    "linear_probe",
+    "mean_correlation",
+    "probe_codes_and_pixels",
+    "reconstruct_batched",
+    "reconstruction_error",
+    "sample_quality",
+]
+
+#: a tensor of images (N, ...), or an iterable of image tensors or (images, labels) pairs
+DataLike = Union[Tensor, Iterable[Any]]
+
+
+# --- plumbing ----------------------------------------------------------------------------
+def collect(data: DataLike, limit: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+    """Concatenate ``data`` into ``(images, labels)`` (labels None when absent).
+
+    ``data`` is a tensor, a ``(images, labels)`` tuple of tensors, or an iterable (e.g. a
+    ``DataLoader``) yielding tensors or ``(images, labels, ...)`` tuples/lists.  At most
+    ``limit`` images are kept.
+    """
+    if isinstance(data, Tensor):
+        x = data if limit is None else data[:limit]
+        return x, None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"images and labels differ in length: {x.shape[0]} and {y.shape[0]}")
+        return (x, y) if limit is None else (x[:limit], y[:limit])
+    if not isinstance(data, Iterable):
+        raise TypeError(f"data must be a tensor or an iterable of batches, got {type(data).__name__}")
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    n = 0
+    for batch in data:
+        if isinstance(batch, Tensor):
+            bx, by = batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+            bx = batch[0]
+            by = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+        else:
+            raise TypeError(
+                f"each batch must be a tensor or an (images, labels) pair, got {type(batch).__name__}"
+            )
+        if ys and by is None or (xs and not ys and by is not None):
+            raise ValueError("some batches have labels and some do not")
+        xs.append(bx)
+        if by is not None:
+            ys.append(by)
+        n += bx.shape[0]
+        if limit is not None and n >= limit:
+            break
+    if not xs:
+        raise ValueError("data is empty: no batches")
+    x = torch.cat(xs)
+    y = torch.cat(ys) if ys else None
+    if limit is not None:
+        x = x[:limit]
+        y = None if y is None else y[:limit]
+    return x, y
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: Any) -> Iterator[None]:
+    """Put every ``nn.Module`` among ``modules`` (and its children) in eval mode; restore
+    each submodule's own train flag on exit."""
+    saved = [(m, m.training) for mod in modules if isinstance(mod, nn.Module) for m in mod.modules()]
+    try:
+        for mod in modules:
+            if isinstance(mod, nn.Module):
+                mod.eval()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def _device_dtype(*modules: Any) -> tuple[torch.device, torch.dtype]:
+    for mod in modules:
+        if isinstance(mod, nn.Module):
+            p = next((p for p in mod.parameters() if p.is_floating_point()), None)
+            if p is not None:
+                return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _check_encoder(wrapped_discriminator: Any) -> OGANDiscriminator:
+    if not isinstance(wrapped_discriminator, OGANDiscriminator):
+        raise TypeError(
+            "wrapped_discriminator must be an OGANDiscriminator (from ogan_plugin.wrap), got "
+            f"{type(wrapped_discriminator).__name__}"
+        )
+    return wrapped_discriminator
+
+
+def _check_count(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i : i + batch_size]
+
+
+def _noise(n: int, z_dim: int, seed: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, z_dim, generator=g).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def generate(
+    generator: Callable[[Tensor], Tensor], z_dim: int, n_samples: int = 1000, *, seed: int = 0, batch_size: int = 256
+) -> Tensor:
+    """``n_samples`` images ``G(z)``, z ~ N(0, I) drawn from ``seed`` (CPU RNG, so the
+    same on every device), in eval mode; returned on the generator's device."""
+    _check_count("z_dim", z_dim, 1)
+    _check_count("n_samples", n_samples)
+    _check_count("batch_size", batch_size)
+    device, dtype = _device_dtype(generator)
+    z = _noise(n_samples, z_dim, seed, device, dtype)
+    with eval_mode(generator):
+        return torch.cat([generator(b).float() for b in _batches(z, batch_size)])
+
+
+# --- the encoder inverts the generator ---------------------------------------------------
+@torch.no_grad()
+def mean_correlation(
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    n_samples: int = 1000,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> float:
+    """Mean over fresh ``z ~ N(0, I)`` of the Pearson correlation rho(z, E(G(z))).
+
+    1 means the encoder recovers the noise up to the shift and scale the correlation
+    ignores.  Both modules run in eval mode.
+    """
+    from ogan_plugin.correlation import pearson_correlation
+
+    d = _check_encoder(wrapped_discriminator)
+    _check_count("n_samples", n_samples)
+    _check_count("batch_size", batch_size)
+    device, dtype = _device_dtype(generator, d)
+    z = _noise(n_samples, d.z_dim, seed, device, dtype)
+    rhos = []
+    with eval_mode(generator, d):
+        for zb in _batches(z, batch_size):
+            e = d.decompose(generator(zb)).raw
+            rhos.append(pearson_correlation(zb.float(), e.float()))
+    return float(torch.cat(rhos).double().mean())
+
+
+@torch.no_grad()
+def reconstruct_batched(
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    images: DataLike,
+    *,
+    scale: float = 0.9,
+    batch_size: int = 256,
+) -> Tensor:
+    """``G(scale * encode(x))`` for every image (eval mode, in batches), as float32 on
+    the images' device."""
+    from ogan_plugin.reconstruction import reconstruct
+
+    d = _check_encoder(wrapped_discriminator)
+    _check_count("batch_size", batch_size)
+    x, _ = collect(images)
+    device, dtype = _device_dtype(d, generator)
+    with eval_mode(generator, d):
+        out = [reconstruct(generator, d, b.to(device=device, dtype=dtype), scale).float() for b in _batches(x, batch_size)]
+    return torch.cat(out).to(x.device)
+
+
+class ReconstructionError(NamedTuple):
+    """``mse``: mean squared pixel error of the reconstructions; ``mean_image_mse``: the
+    same error when every image is "reconstructed" as the mean image (no information)."""
+
+    mse: float
+    mean_image_mse: float
+
+
+@torch.no_grad()
+def reconstruction_error(
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    images: DataLike,
+    *,
+    mean_image: Optional[Tensor] = None,
+    scale: float = 0.9,
+    batch_size: int = 256,
+) -> ReconstructionError:
+    """Pixel MSE of ``G(scale * encode(x))`` against ``x``, and of the mean image.
+
+    ``mean_image`` (C, H, W) is the "know nothing" prediction; pass the training set's
+    mean (default: the mean of ``images`` themselves).
+    """
+    x, _ = collect(images)
+    x = x.float()
+    rec = reconstruct_batched(generator, wrapped_discriminator, x, scale=scale, batch_size=batch_size)
+    if rec.shape != x.shape:
+        raise ValueError(f"the generator's images {tuple(rec.shape[1:])} differ from the data's {tuple(x.shape[1:])}")
+    m = x.mean(0) if mean_image is None else mean_image.to(x).reshape(x.shape[1:])
+    return ReconstructionError(float((rec - x).pow(2).mean()), float((m.expand_as(x) - x).pow(2).mean()))
+
+
+# --- classifiers ---------------------------------------------------------------------------
+def _sklearn():
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the evaluation classifiers need scikit-learn: pip install 'ogan-plugin[demo]'") from exc
+    return LogisticRegression, make_pipeline, StandardScaler
+
+
+def _flat(x: Tensor) -> np.ndarray:
+    return x.detach().float().reshape(x.shape[0], -1).cpu().numpy().astype(np.float64)
+
+
+def _labels(y: Any, n: int, name: str = "labels") -> np.ndarray:
+    y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {y.shape}")
+    return y
+
+
+def _logistic(C: float, max_iter: int):
+    LogisticRegression, make_pipeline, StandardScaler = _sklearn()
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+
+
+class PixelClassifier:
+    """A logistic-regression classifier on standardized raw pixels (scikit-learn).
+
+    Used to judge reconstructions and samples: it labels images, says how sure it is,
+    and maps images to its K class logits, the feature space of
+    :func:`sample_quality`'s Fréchet distance.
+
+    Args:
+        C: inverse L2 regularisation strength of the logistic regression.
+        max_iter: solver iterations.
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 2000) -> None:
+        self.model = _logistic(C, max_iter)
+        self.classes: Optional[np.ndarray] = None
+
+    def fit(self, images: DataLike, labels: Optional[Tensor] = None) -> "PixelClassifier":
+        """Fit on images (N, ...) and integer labels (N,) (or labelled batches)."""
+        x, y = collect(images) if labels is None else (images, labels)
+        if y is None:
+            raise ValueError("labels are needed to fit the classifier")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"images must be a tensor, got {type(x).__name__}")
+        yy = _labels(y, x.shape[0])
+        if len(np.unique(yy)) < 2:
+            raise ValueError("labels must contain at least two classes")
+        self.model.fit(_flat(x), yy)
+        self.classes = self.model.classes_
+        return self
+
+    def _ready(self) -> None:
+        if self.classes is None:
+            raise RuntimeError("call fit() before using the classifier")
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Predicted labels (N,) int64."""
+        self._ready()
+        return torch.from_numpy(self.model.predict(_flat(images)).astype(np.int64))
+
+    def predict_proba(self, images: Tensor) -> Tensor:
+        """Class probabilities (N, K) float64 (columns in the order of ``classes``)."""
+        self._ready()
+        return torch.from_numpy(self.model.predict_proba(_flat(images)))
+
+    def features(self, images: Tensor) -> Tensor:
+        """The K class logits (N, K) float64: the classifier's feature space."""
+        self._ready()
+        f = self.model.decision_function(_flat(images))
+        return torch.from_numpy(np.asarray(f, dtype=np.float64).reshape(images.shape[0], -1))
+
+    def accuracy(self, images: Tensor, labels: Tensor) -> float:
+        """Fraction of ``images`` labelled correctly."""
+        pred = self.predict(images).numpy()
+        return float((pred == _labels(labels, images.shape[0])).mean())
+
+
+def class_agreement(
+    classifier: PixelClassifier,
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    images: DataLike,
+    *,
+    scale: float = 0.9,
+    batch_size: int = 256,
+) -> float:
+    """Fraction of ``images`` whose reconstruction ``G(scale * encode(x))`` gets the same
+    label from ``classifier`` as ``x`` itself."""
+    x, _ = collect(images)
+    rec = reconstruct_batched(generator, wrapped_discriminator, x, scale=scale, batch_size=batch_size)
+    return float((classifier.predict(rec) == classifier.predict(x)).double().mean())
+
+
+# --- linear probes -------------------------------------------------------------------------
+def linear_probe(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor, *, C: float = 1.0
+) -> float:
+    """Held-out accuracy of a logistic regression (standardized inputs) fit on features."""
+    ytr = _labels(train_labels, train_features.shape[0], "train_labels")
+    yte = _labels(test_labels, test_features.shape[0], "test_labels")
+    model = _logistic(C, 2000)
+    model.fit(_flat(train_features), ytr)
+    return float((model.predict(_flat(test_features)) == yte).mean())
+
+
+class ProbeAccuracy(NamedTuple):
+    """Held-out accuracy of the same linear probe on the codes and on raw pixels."""
+
+    code: float
+    pixels: float
+
+
+@torch.no_grad()
+def encode_batched(wrapped_discriminator: OGANDiscriminator, images: DataLike, *, batch_size: int = 256) -> Tensor:
+    """The standardized codes ``encode(x)`` (N, z_dim) float32 on CPU (eval mode)."""
+    d = _check_encoder(wrapped_discriminator)
+    x, _ = collect(images)
+    device, dtype = _device_dtype(d)
+    with eval_mode(d):
+        return torch.cat([d.encode(b.to(device=device, dtype=dtype)).float().cpu() for b in _batches(x, batch_size)])
+
+
+def probe_codes_and_pixels(
+    wrapped_discriminator: OGANDiscriminator,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    C: float = 1.0,
+    batch_size: int = 256,
+) -> ProbeAccuracy:
+    """:func:`linear_probe` on the codes ``encode(x)`` and on the raw pixels."""
+    ctr = encode_batched(wrapped_discriminator, train_images, batch_size=batch_size)
+    cte = encode_batched(wrapped_discriminator, test_images, batch_size=batch_size)
+    return ProbeAccuracy(
+        linear_probe(ctr, train_labels, cte, test_labels, C=C),
+        linear_probe(train_images, train_labels, test_images, test_labels, C=C),
+    )
+
+
+# --- samples -------------------------------------------------------------------------------
+def frechet_distance(real_features: Tensor, fake_features: Tensor) -> float:
+    """Fréchet distance between Gaussians fit to two feature sets (N, F) and (M, F):
+    ``|mu_r - mu_f|^2 + tr(S_r + S_f - 2 (S_r S_f)^(1/2))``, computed in float64.
+
+    ``tr((S_r S_f)^(1/2))`` is the sum of the square roots of the eigenvalues of
+    ``S_r^(1/2) S_f S_r^(1/2)`` (symmetric, so this is stable).
+    """
+    a, b = _flat(real_features), _flat(fake_features)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("each feature set needs at least 2 rows for a covariance")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    tr_root = float(np.sqrt(np.clip(cross, 0, None)).sum())
+    d = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_root)
+    return max(d, 0.0)
+
+
+@dataclass
+class SampleQuality:
+    """How a classifier sees ``G(z)``.
+
+    ``confidence``: mean top-class probability; ``classes_present``: classes predicted for
+    at least ``min_share`` of the samples; ``class_counts``: samples per class (in the
+    classifier's class order); ``frechet``: Fréchet distance between the reference images
+    and the samples in the classifier's logit space.
+    """
+
+    confidence: float
+    classes_present: int
+    class_counts: list[int]
+    frechet: float
+
+
+def sample_quality(
+    generator: Callable[[Tensor], Tensor],
+    classifier: PixelClassifier,
+    reference_images: DataLike,
+    z_dim: int,
+    n_samples: int = 1000,
+    *,
+    seed: int = 0,
+    min_share: float = 0.01,
+    batch_size: int = 256,
+) -> SampleQuality:
+    """Judge ``n_samples`` samples ``G(z)`` with ``classifier`` against ``reference_images``."""
+    if not 0 <= min_share < 1:
+        raise ValueError(f"min_share must be in [0, 1), got {min_share!r}")
+    ref, _ = collect(reference_images)
+    fake = generate(generator, z_dim, n_samples, seed=seed, batch_size=batch_size).cpu()
+    if fake.shape[1:] != ref.shape[1:]:
+        raise ValueError(f"the generator's images {tuple(fake.shape[1:])} differ from the data's {tuple(ref.shape[1:])}")
+    proba = classifier.predict_proba(fake)
+    counts = np.bincount(proba.argmax(1).numpy(), minlength=proba.shape[1])
+    present = int((counts >= max(1, math.ceil(min_share * n_samples))).sum())
+    fd = frechet_distance(classifier.features(ref.cpu()), classifier.features(fake))
+    return SampleQuality(float(proba.max(1).values.mean()), present, [int(c) for c in counts], fd)
+
+
+# --- everything at once --------------------------------------------------------------------
+@dataclass
+class EncoderReport:
+    """All encoder metrics of :func:`evaluate` (label-based fields are None without labels).
+
+    ``frechet_reference`` is the Fréchet distance between the held-out and the training
+    images themselves: the floor that real data reaches with this many images.
+    """
+
+    mean_rho: float
+    reconstruction_mse: float
+    mean_image_mse: float
+    class_agreement: Optional[float] = None
+    reconstruction_accuracy: Optional[float] = None
+    classifier_accuracy: Optional[float] = None
+    probe_code_accuracy: Optional[float] = None
+    probe_pixel_accuracy: Optional[float] = None
+    sample_confidence: Optional[float] = None
+    sample_classes_present: Optional[int] = None
+    sample_class_counts: Optional[list[int]] = None
+    frechet: Optional[float] = None
+    frechet_reference: Optional[float] = None
+    n_classes: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``extra`` merged in at the top level)."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+
+def evaluate(
+    generator: Callable[[Tensor], Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    train: DataLike,
+    test: DataLike,
+    *,
+    n_samples: int = 1000,
+    scale: float = 0.9,
+    seed: int = 0,
+    classifier: Optional[PixelClassifier] = None,
+    batch_size: int = 256,
+) -> EncoderReport:
+    """Every metric of this module for ``generator`` and its encoder.
+
+    Args:
+        train: the training images (with labels for the class-based metrics): the mean
+            image, the classifier and the probes are fit on them.
+        test: held-out images (with labels), never trained on: reconstructions, class
+            agreement and probe accuracy are measured on them.
+        n_samples: fresh noise vectors for the correlation and the sample metrics.
+        scale: reconstruction factor on the standardized code.
+        classifier: a fitted :class:`PixelClassifier` to reuse (default: fit one on
+            ``train``).
+    """
+    d = _check_encoder(wrapped_discriminator)
+    xtr, ytr = collect(train)
+    xte, yte = collect(test)
+    xtr, xte = xtr.float().cpu(), xte.float().cpu()
+    rec = reconstruction_error(generator, d, xte, mean_image=xtr.mean(0), scale=scale, batch_size=batch_size)
+    report = EncoderReport(
+        mean_rho=mean_correlation(generator, d, n_samples, seed=seed, batch_size=batch_size),
+        reconstruction_mse=rec.mse,
+        mean_image_mse=rec.mean_image_mse,
+    )
+    if ytr is None or yte is None:
+        return report
+    clf = classifier if classifier is not None else PixelClassifier().fit(xtr, ytr)
+    recs = reconstruct_batched(generator, d, xte, scale=scale, batch_size=batch_size)
+    pred_src, pred_rec = clf.predict(xte), clf.predict(recs)
+    report.class_agreement = float((pred_src == pred_rec).double().mean())
+    report.reconstruction_accuracy = float((pred_rec == yte.cpu()).double().mean())
+    report.classifier_accuracy = float((pred_src == yte.cpu()).double().mean())
+    probe = probe_codes_and_pixels(d, xtr, ytr, xte, yte, batch_size=batch_size)
+    report.probe_code_accuracy, report.probe_pixel_accuracy = probe.code, probe.pixels
+    sq = sample_quality(generator, clf, xtr, d.z_dim, n_samples, seed=seed + 1, batch_size=batch_size)
+    report.sample_confidence = sq.confidence
+    report.sample_classes_present = sq.classes_present
+    report.sample_class_counts = sq.class_counts
+    report.frechet = sq.frechet
+    report.frechet_reference = frechet_distance(clf.features(xtr), clf.features(xte))
+    report.n_classes = len(clf.classes) if clf.classes is not None else None
+    return report

@@ -1,0 +1,182 @@
+"""PNG pictures for the demo, drawn with Pillow (no matplotlib needed).
+
+- :func:`image_grid` / :func:`save_grid`: a grid of images in ``[-1, 1]``, each cell
+  upscaled by an integer factor (nearest neighbour) and separated by a padding line.
+  A grid of ``rows x cols`` cells of ``h x w`` images is
+  ``(rows * (h * scale + padding) + padding)`` pixels high and
+  ``(cols * (w * scale + padding) + padding)`` wide (:func:`grid_size`).
+- :func:`plot_curves` / :func:`save_curves`: line charts of training histories, one
+  panel per group of series, ``width x height`` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["grid_size", "image_grid", "save_grid", "plot_curves", "save_curves"]
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("drawing pictures needs Pillow: pip install 'ogan-plugin[demo]'") from exc
+    return Image, ImageDraw, ImageFont
+
+
+def grid_size(rows: int, cols: int, height: int, width: int, scale: int = 2, padding: int = 2) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a :func:`image_grid` (Pillow's order)."""
+    return cols * (width * scale + padding) + padding, rows * (height * scale + padding) + padding
+
+
+def image_grid(
+    images: Tensor, nrow: Optional[int] = None, *, scale: int = 2, padding: int = 2, pad_value: int = 255
+) -> "PIL.Image.Image":  # noqa: F821
+    """A Pillow image of ``images`` laid out in a grid.
+
+    Args:
+        images: (N, C, H, W) with C = 1 or 3, or (R, K, C, H, W) for R rows of K images,
+            values in [-1, 1] (clipped).
+        nrow: images per row for 4-d input (default: ``ceil(sqrt(N))``).
+        scale: integer upscaling of each image (nearest neighbour).
+        padding: pixels between cells and around the grid.
+        pad_value: gray level of the padding (0..255).
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() == 5:
+        nrow = images.shape[1]
+        images = images.flatten(0, 1)
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, C, H, W) or (R, K, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("images is empty")
+    for name, v, lo in (("scale", scale, 1), ("padding", padding, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    cols = nrow if nrow is not None else math.ceil(math.sqrt(n))
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+        raise ValueError(f"nrow must be a positive int, got {nrow!r}")
+    rows = math.ceil(n / cols)
+    c, h, w = images.shape[1:]
+    a = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    a = a.repeat(scale, axis=2).repeat(scale, axis=3)  # (N, C, h*s, w*s)
+    hs, ws = h * scale, w * scale
+    W, H = grid_size(rows, cols, h, w, scale, padding)
+    canvas = np.full((H, W, c), pad_value, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        y0, x0 = padding + r * (hs + padding), padding + k * (ws + padding)
+        canvas[y0 : y0 + hs, x0 : x0 + ws] = a[i].transpose(1, 2, 0)
+    Image, _, _ = _pil()
+    return Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
+
+
+def save_grid(images: Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None, **kwargs) -> "PIL.Image.Image":  # noqa: F821
+    """:func:`image_grid` saved as a PNG at ``path``; returns the image."""
+    img = image_grid(images, nrow, **kwargs)
+    img.save(path, format="PNG", optimize=True)
+    return img
+
+
+_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
+
+
+def _nice(v: float) -> str:
+    if float(v).is_integer() and abs(v) < 1e7:
+        return str(int(v))
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+
+
+def plot_curves(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    steps: Optional[Sequence[float]] = None,
+    width: int = 800,
+    height: int = 300,
+    smooth: int = 1,
+) -> "PIL.Image.Image":  # noqa: F821
+    """Line charts side by side, one panel per entry of ``panels``.
+
+    Args:
+        panels: ``{panel title: {series name: values}}``; all series share the x axis
+            ``steps`` (default 1..len).  Non-finite values are skipped.
+        width, height: size of the whole picture in pixels.
+        smooth: moving-average window applied to each series (1 = raw).
+    """
+    if not panels:
+        raise ValueError("panels is empty: nothing to plot")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth must be an int >= 1, got {smooth!r}")
+    if width < 100 * len(panels) or height < 100:
+        raise ValueError(f"the picture is too small for {len(panels)} panels: {width}x{height}")
+    Image, ImageDraw, ImageFont = _pil()
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    pw = width // len(panels)
+    for p, (title, series) in enumerate(panels.items()):
+        left, right, top, bottom = p * pw + 48, (p + 1) * pw - 10, 22, height - 22
+        draw.text((p * pw + 48, 4), str(title), fill="black", font=font)
+        arrays = {}
+        for name, vals in series.items():
+            v = np.asarray(list(vals), dtype=np.float64)
+            if smooth > 1 and v.size >= smooth:
+                kernel = np.ones(smooth) / smooth
+                v = np.concatenate([np.full(smooth - 1, np.nan), np.convolve(v, kernel, mode="valid")])
+            arrays[name] = v
+        n = max((v.size for v in arrays.values()), default=0)
+        xs = np.asarray(steps if steps is not None else np.arange(1, n + 1), dtype=np.float64)[:n]
+        finite = [v[np.isfinite(v)] for v in arrays.values()]
+        finite = [f for f in finite if f.size]
+        draw.rectangle([left, top, right, bottom], outline=(120, 120, 120))
+        if not finite or n == 0:
+            draw.text((left + 6, top + 6), "no data", fill="gray", font=font)
+            continue
+        lo = min(float(f.min()) for f in finite)
+        hi = max(float(f.max()) for f in finite)
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+        x_lo, x_hi = float(xs[0]), float(xs[-1]) if xs[-1] > xs[0] else float(xs[0]) + 1
+        for frac in (0.0, 0.5, 1.0):
+            yv = lo + frac * (hi - lo)
+            yp = bottom - frac * (bottom - top)
+            draw.line([left, yp, right, yp], fill=(225, 225, 225))
+            draw.text((p * pw + 2, yp - 6), _nice(yv), fill="black", font=font)
+        draw.text((left, bottom + 4), _nice(x_lo), fill="black", font=font)
+        draw.text((right - 40, bottom + 4), _nice(x_hi), fill="black", font=font)
+        for k, (name, v) in enumerate(arrays.items()):
+            color = _COLORS[k % len(_COLORS)]
+            m = min(v.size, xs.size)
+            px = left + (xs[:m] - x_lo) / (x_hi - x_lo) * (right - left)
+            py = bottom - (v[:m] - lo) / (hi - lo) * (bottom - top)
+            ok = np.isfinite(py)
+            # draw each finite run as one polyline (at most ~2 points per horizontal pixel)
+            stride = max(1, m // max(1, 2 * (right - left)))
+            pts = [(float(a), float(b)) if o else None for a, b, o in zip(px[::stride], py[::stride], ok[::stride])]
+            run: list[tuple[float, float]] = []
+            for pt in pts + [None]:
+                if pt is None:
+                    if len(run) > 1:
+                        draw.line(run, fill=color, width=1)
+                    run = []
+                else:
+                    run.append(pt)
+            draw.text((left + 6, top + 4 + 12 * k), str(name), fill=color, font=font)
+    return img
+
+
+def save_curves(
+    panels: Mapping[str, Mapping[str, Sequence[float]]], path: Union[str, os.PathLike], **kwargs
+) -> "PIL.Image.Image":  # noqa: F821
+    """:func:`plot_curves` saved as a PNG at ``path``; returns the image."""
+    img = plot_curves(panels, **kwargs)
+    img.save(path, format="PNG", optimize=True)
+    return img

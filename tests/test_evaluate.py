@@ -1,0 +1,192 @@
+"""ogan_plugin.evaluate on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import ogan_plugin
+from ogan_plugin import evaluate as ev
+
+Z = 16
+
+
+class ToImage(nn.Module):
+    """A 'generator' that writes z into a 1x4x4 image (so the image *is* the noise)."""
+
+    def forward(self, z):
+        return z.view(z.shape[0], 1, 4, 4)
+
+
+class MeanImage(nn.Module):
+    """A generator that ignores z and returns one fixed image."""
+
+    def __init__(self, image):
+        super().__init__()
+        self.register_buffer("image", image)
+
+    def forward(self, z):
+        return self.image.expand(z.shape[0], *self.image.shape)
+
+
+def identity_encoder() -> ogan_plugin.OGANDiscriminator:
+    """A wrapped D whose raw output is the flattened input (E(G(z)) = z with ToImage)."""
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(Z, 1)), Z)
+    with torch.no_grad():
+        D.head.layer.weight.copy_(torch.eye(Z))
+        D.head.layer.bias.zero_()
+    return D
+
+
+class SignClassifier:
+    """A stand-in classifier: label 1 where the pixel sum is positive."""
+
+    def predict(self, x):
+        return (x.flatten(1).sum(1) > 0).long()
+
+
+def test_true_z_encoder_gives_rho_one():
+    rho = ev.mean_correlation(ToImage(), identity_encoder(), 300, batch_size=64)
+    assert rho == pytest.approx(1.0, abs=1e-6)
+
+
+def test_unrelated_encoder_gives_rho_near_zero():
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(Z, 1)), Z)
+    # an encoder of a different image: scrambles the pixels through a random map
+    G = nn.Sequential(nn.Linear(Z, Z), nn.Tanh(), nn.Linear(Z, Z), nn.Unflatten(1, (1, 4, 4)))
+    rho_random = ev.mean_correlation(G, D, 2000)
+    assert abs(rho_random) < 0.2
+
+
+def test_mean_correlation_is_seeded_and_restores_train_mode():
+    G = nn.Sequential(nn.Linear(Z, Z), nn.BatchNorm1d(Z), nn.Unflatten(1, (1, 4, 4)))
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(Z, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)), Z)
+    G.train(), D.train()
+    before = G[1].running_mean.clone()
+    a = ev.mean_correlation(G, D, 100, seed=3)
+    b = ev.mean_correlation(G, D, 100, seed=3)
+    assert a == b
+    assert G.training and G[1].training and D.training and D.discriminator[2].training
+    assert torch.equal(G[1].running_mean, before), "eval mode must not update BatchNorm statistics"
+
+
+def test_generator_of_the_mean_image_gives_the_mean_image_mse():
+    torch.manual_seed(0)
+    x = torch.rand(50, 1, 4, 4) * 2 - 1
+    mean = x.mean(0)
+    res = ev.reconstruction_error(MeanImage(mean), identity_encoder(), x)
+    expected = float((x.double() - mean.double()).pow(2).mean())
+    assert res.mse == pytest.approx(expected, rel=1e-6)
+    assert res.mean_image_mse == pytest.approx(expected, rel=1e-6)
+    # a given mean image (e.g. the training set's) is used as given
+    other = torch.zeros(1, 4, 4)
+    res0 = ev.reconstruction_error(MeanImage(mean), identity_encoder(), x, mean_image=other)
+    assert res0.mean_image_mse == pytest.approx(float(x.double().pow(2).mean()), rel=1e-6)
+
+
+def test_reconstruction_runs_the_generator_on_scaled_standardized_codes():
+    torch.manual_seed(0)
+    x = torch.randn(10, 1, 4, 4)
+    rec = ev.reconstruct_batched(ToImage(), identity_encoder(), x, scale=0.5, batch_size=3)
+    flat = x.flatten(1).double()
+    code = flat - flat.mean(1, keepdim=True)
+    code = code / code.std(1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(rec.flatten(1).double(), 0.5 * code, rtol=1e-5, atol=1e-5)
+
+
+def test_class_agreement_known_fraction():
+    x = torch.cat([torch.full((30, 1, 4, 4), 0.5), torch.full((20, 1, 4, 4), -0.5)])
+    # every reconstruction is the positive image: exactly the first 30 keep their label
+    G = MeanImage(torch.full((1, 4, 4), 0.25))
+    assert ev.class_agreement(SignClassifier(), G, identity_encoder(), x) == pytest.approx(30 / 50)
+
+
+def test_frechet_identical_sets_is_zero():
+    torch.manual_seed(0)
+    f = torch.randn(500, 6)
+    assert ev.frechet_distance(f, f) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_known_answers():
+    torch.manual_seed(0)
+    f = torch.randn(400, 5, dtype=torch.float64) @ torch.randn(5, 5, dtype=torch.float64) + 1.0
+    mu = f.mean(0).numpy()
+    cov = np.cov(f.numpy(), rowvar=False)
+    # a pure shift: |shift|^2
+    shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)
+    assert ev.frechet_distance(f, f + shift) == pytest.approx(float(shift.pow(2).sum()), rel=1e-7)
+    # doubling: |mu|^2 + tr(S) (covariance 4S, tr(S + 4S - 2*2S) = tr(S))
+    assert ev.frechet_distance(f, 2 * f) == pytest.approx(float(mu @ mu + np.trace(cov)), rel=1e-7)
+    # symmetric
+    g = torch.randn(300, 5, dtype=torch.float64)
+    assert ev.frechet_distance(f, g) == pytest.approx(ev.frechet_distance(g, f), rel=1e-7)
+    with pytest.raises(ValueError, match="feature sizes"):
+        ev.frechet_distance(f, g[:, :3])
+
+
+def _two_blobs(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 1, 4, 4, generator=g) * 0.3 + (y.float() * 2 - 1).view(-1, 1, 1, 1)
+    return x.clamp(-1, 1), y
+
+
+def test_linear_probe_separable_and_random():
+    x, y = _two_blobs()
+    assert ev.linear_probe(x[:150], y[:150], x[150:], y[150:]) == 1.0
+    noise = torch.randn(200, 8, generator=torch.Generator().manual_seed(1))
+    acc = ev.linear_probe(noise[:150], y[:150], noise[150:], y[150:])
+    assert 0.2 < acc < 0.8
+
+
+def test_pixel_classifier_and_sample_quality():
+    x, y = _two_blobs()
+    clf = ev.PixelClassifier().fit(x, y)
+    assert clf.accuracy(x, y) == 1.0
+    # a generator that only draws class 1: one class present, all counts there
+    G = MeanImage(torch.full((1, 4, 4), 0.9))
+    sq = ev.sample_quality(G, clf, x, z_dim=Z, n_samples=100)
+    assert sq.classes_present == 1 and sq.class_counts == [0, 100]
+    assert 0.5 < sq.confidence <= 1.0
+    assert sq.frechet > 0
+    with pytest.raises(RuntimeError, match="fit"):
+        ev.PixelClassifier().predict(x)
+
+
+def test_collect_from_loader_and_errors():
+    x, y = _two_blobs(20)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+    cx, cy = ev.collect(loader)
+    assert torch.equal(cx, x) and torch.equal(cy, y)
+    cx, cy = ev.collect(loader, limit=7)
+    assert cx.shape[0] == 7 and torch.equal(cy, y[:7])
+    assert ev.collect(x)[1] is None
+    with pytest.raises(ValueError, match="empty"):
+        ev.collect([])
+    with pytest.raises(TypeError, match="batch"):
+        ev.collect([1, 2])
+    with pytest.raises(TypeError, match="OGANDiscriminator"):
+        ev.mean_correlation(ToImage(), nn.Linear(Z, 1))
+
+
+def test_evaluate_reports_every_field():
+    x, y = _two_blobs(120)
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(Z, Z), nn.Tanh(), nn.Unflatten(1, (1, 4, 4)))
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(Z, 8), nn.LeakyReLU(), nn.Linear(8, 1)), Z)
+    report = ev.evaluate(G, D, (x[:90], y[:90]), (x[90:], y[90:]), n_samples=64)
+    d = report.as_dict()
+    for key, value in d.items():
+        if key == "sample_class_counts":
+            assert sum(value) == 64
+        else:
+            assert value is not None and math.isfinite(value), key
+    assert d["n_classes"] == 2
+    # without labels only the label-free metrics
+    bare = ev.evaluate(G, D, x[:90], x[90:], n_samples=64)
+    assert bare.class_agreement is None and math.isfinite(bare.mean_rho)
