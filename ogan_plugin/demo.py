@@ -1,0 +1,522 @@
+"""``ogan-plugin demo``: train an O-GAN on real data, draw what the encoder does, measure it.
+
+With no arguments: scikit-learn's handwritten digits (1797 real 8x8 scans, shipped with
+scikit-learn, no download) upsampled to 16x16, a held-out fifth (fixed seed, stratified)
+never trained on, the DCGAN-like pair of :mod:`ogan_plugin.models` with the
+discriminator widened by :func:`ogan_plugin.wrap`, trained with
+:class:`ogan_plugin.SingleLossStep` (QP loss, single loss, default routing).
+
+The output folder (``--out``, default ``./ogan-demo/``) receives:
+
+``samples.png``         10 x 10 samples G(z), 342 x 342 pixels (16x16 images shown at 2x)
+``reconstructions.png`` 4 pairs of rows: 10 held-out originals above their
+                        reconstructions G(0.9 * encode(x)), 342 x 274 pixels
+``interpolations.png``  8 rows of 10: held-out digit a morphing into held-out digit b
+                        through the line between their codes, 342 x 274 pixels
+``training.png``        loss and correlation curves, 800 x 300 pixels
+``metrics.json``        every figure of :func:`ogan_plugin.evaluate.evaluate` plus timings
+                        and the configuration (and the plain GAN's with --compare-plain)
+``checkpoint.pt``       generator, wrapped discriminator, optimizer, EMA, step, RNG
+                        states, configuration and history: ``--resume`` continues exactly
+
+Pixel sizes hold for 16x16 images; in general see :func:`ogan_plugin.images.grid_size`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = ["configure", "run", "DEFAULTS", "TRAINING_OPTIONS"]
+
+#: default of every option (the parser's defaults are None so that --resume can tell
+#: which options were given explicitly)
+DEFAULTS: dict[str, Any] = {
+    "steps": 3000,
+    "batch_size": 64,
+    "z_dim": 32,
+    "loss": "qp",
+    "routing": "split",
+    "corr_weight": 0.5,
+    "lr": 1e-4,
+    "ema_decay": 0.0,
+    "width": 64,
+    "d_norm": "layer",
+    "seed": 0,
+    "held_out": 0.2,
+    "channels": 1,
+    "image_size": None,  # 16 for the digits, the images' own size for --data
+    "data": None,
+    "device": "auto",
+    "threads": None,
+    "out": "ogan-demo",
+    "checkpoint_every": 500,
+    "eval_samples": 1000,
+}
+
+#: options fixed by a checkpoint: --resume refuses different values for them
+TRAINING_OPTIONS = (
+    "batch_size", "z_dim", "loss", "routing", "corr_weight", "lr", "ema_decay", "width", "d_norm",
+    "seed", "held_out", "channels", "image_size", "data",
+)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ogan-plugin demo``."""
+    d = DEFAULTS
+    t = parser.add_argument_group("training")
+    t.add_argument("--steps", type=int, default=None, help=f"optimizer steps in all (default {d['steps']})")
+    t.add_argument("--batch-size", type=int, default=None, help=f"batch size (default {d['batch_size']})")
+    t.add_argument("--z-dim", type=int, default=None, help=f"noise size = code size (default {d['z_dim']})")
+    t.add_argument("--loss", default=None, help=f"adversarial loss: qp, hinge, bce, wgan or a plugin's (default {d['loss']})")
+    t.add_argument("--routing", default=None, help=f"single-loss routing: split or three_forward (default {d['routing']})")
+    t.add_argument("--corr-weight", type=float, default=None, help=f"weight of the correlation term (default {d['corr_weight']})")
+    t.add_argument("--lr", type=float, default=None, help=f"RMSprop learning rate (default {d['lr']})")
+    t.add_argument("--ema-decay", type=float, default=None,
+                   help=f"EMA of the generator's weights used for evaluation, 0 = off (default {d['ema_decay']})")
+    t.add_argument("--width", type=int, default=None, help=f"channels of the nets' first/last conv (default {d['width']})")
+    t.add_argument("--d-norm", default=None, choices=("layer", "batch", "none"),
+                   help=f"normalisation inside the discriminator (default {d['d_norm']})")
+    t.add_argument("--seed", type=int, default=None, help=f"seed of the split, the weights, the batches and z (default {d['seed']})")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... or auto (default: cuda when available)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT} up to --steps")
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help=f"save OUT/{CHECKPOINT} every N steps (default {d['checkpoint_every']}; always at the end)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default=None,
+                   help="a folder of images (sub-folders = labels) or a .npy/.npz array instead of the digits")
+    g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="1 = grayscale, 3 = RGB (default 1)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="resize images to this side, a power of two >= 8 (default 16 for the digits, else the images' own)")
+    g.add_argument("--held-out", type=float, default=None, help=f"held-out fraction, >= 0.15 (default {d['held_out']})")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", default=None, help=f"output folder (default ./{d['out']}/)")
+    o.add_argument("--eval-samples", type=int, default=None, help=f"fresh z for the metrics (default {d['eval_samples']})")
+    o.add_argument("--compare-plain", action="store_true",
+                   help="also train the same pair as a plain GAN (1-output head, alternating updates) and compare samples")
+
+
+# --- configuration ------------------------------------------------------------------------
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = {k: getattr(args, k, None) for k in DEFAULTS}
+    given = {k for k, v in cfg.items() if v is not None}
+    for k, v in DEFAULTS.items():
+        if cfg[k] is None:
+            cfg[k] = v
+    cfg["_given"] = sorted(given)
+    return cfg
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    def positive_int(name: str, lo: int = 1) -> None:
+        v = cfg[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"--{name.replace('_', '-')} must be an int >= {lo}, got {v!r}")
+
+    for name, lo in (("steps", 1), ("batch_size", 2), ("z_dim", 2), ("width", 1), ("checkpoint_every", 1), ("eval_samples", 10)):
+        positive_int(name, lo)
+    if cfg["threads"] is not None:
+        positive_int("threads")
+    if not 0.15 <= cfg["held_out"] < 1:
+        raise ValueError(f"--held-out must be in [0.15, 1), got {cfg['held_out']!r}")
+    if not cfg["corr_weight"] >= 0:
+        raise ValueError(f"--corr-weight must be >= 0, got {cfg['corr_weight']!r}")
+    if not cfg["lr"] > 0:
+        raise ValueError(f"--lr must be > 0, got {cfg['lr']!r}")
+    if not 0 <= cfg["ema_decay"] < 1:
+        raise ValueError(f"--ema-decay must be in [0, 1), got {cfg['ema_decay']!r}")
+    from ogan_plugin.losses import get_loss
+    from ogan_plugin.training import ROUTINGS
+
+    get_loss(cfg["loss"])
+    if cfg["routing"] not in ROUTINGS:
+        raise ValueError(f"--routing must be one of {ROUTINGS}, got {cfg['routing']!r}")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+    return dev
+
+
+# --- data -----------------------------------------------------------------------------------
+def _load_data(cfg: dict[str, Any]):
+    from ogan_plugin import datasets
+
+    if cfg["data"] is None:
+        data = datasets.load_digits(cfg["image_size"] or 16)
+    else:
+        data = datasets.load_path(cfg["data"], cfg["channels"], cfg["image_size"])
+    h, w = data.x.shape[-2:]
+    if h != w or h < 8 or h & (h - 1):
+        raise ValueError(
+            f"the demo's nets need square images with a power-of-two side >= 8, got {h}x{w}; pass --image-size"
+        )
+    sp = datasets.split(data, cfg["held_out"], cfg["seed"])
+    if sp.train_x.shape[0] < cfg["batch_size"]:
+        raise ValueError(
+            f"only {sp.train_x.shape[0]} training images for --batch-size {cfg['batch_size']}; use a smaller batch"
+        )
+    return data, sp
+
+
+# --- models and training ----------------------------------------------------------------------
+def _build_pair(cfg: dict[str, Any], image_size: int, channels: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    from ogan_plugin.models import Discriminator, Generator
+
+    torch.manual_seed(cfg["seed"])
+    G = Generator(cfg["z_dim"], image_size, channels, cfg["width"])
+    D = Discriminator(image_size, channels, cfg["width"], cfg["d_norm"])
+    return G.to(device), D.to(device)
+
+
+def _optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=0.99)
+
+
+@dataclass
+class _Batches:
+    """Random training batches and noise from seeded generators (saved in checkpoints)."""
+
+    x: Tensor
+    z_dim: int
+    batch_size: int
+    device: torch.device
+    seed: int
+
+    def __post_init__(self) -> None:
+        self.data_rng = torch.Generator().manual_seed(self.seed + 1)
+        self.noise_rng = torch.Generator().manual_seed(self.seed + 2)
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.data_rng)
+        z = torch.randn(self.batch_size, self.z_dim, generator=self.noise_rng)
+        return self.x[idx].to(self.device), z.to(self.device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.data_rng.set_state(state["data"])
+        self.noise_rng.set_state(state["noise"])
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, step: int, every: int, **values: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if step % every == 0:
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Interrupted(Exception):
+    """Training stopped at a step boundary after Ctrl-C (checkpoint saved)."""
+
+
+class _StopOnInterrupt:
+    """While active (main thread only), the first Ctrl-C sets :attr:`requested` so that
+    training stops cleanly after the current step; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _save_checkpoint(path: Path, **state: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress: bool):
+    """Train (or resume) the O-GAN; returns (G, wrapped D, trainer, history, seconds, steps run)."""
+    import ogan_plugin
+
+    channels, size = sp.train_x.shape[1], sp.train_x.shape[-1]
+    G, D = _build_pair(cfg, size, channels, device)
+    D = ogan_plugin.wrap(D, cfg["z_dim"])
+    opt = _optimizer(list(G.parameters()) + list(D.parameters()), cfg)
+    trainer = ogan_plugin.SingleLossStep(
+        G, D, loss=cfg["loss"], corr_weight=cfg["corr_weight"], optimizer=opt, routing=cfg["routing"],
+        ema_decay=cfg["ema_decay"] or None,
+    )
+    batches = _Batches(sp.train_x, cfg["z_dim"], cfg["batch_size"], device, cfg["seed"])
+    history: dict[str, list[float]] = {"loss_d": [], "loss_g": [], "rho": []}
+    ckpt = out / CHECKPOINT
+    if resume:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        trainer.load_state_dict(state["trainer"])
+        batches.load_state_dict(state["rng"]["batches"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history = state["history"]
+
+    def save() -> None:
+        _save_checkpoint(
+            ckpt, generator=G.state_dict(), discriminator=D.state_dict(), trainer=trainer.state_dict(),
+            step=trainer.step_count, config={k: v for k, v in cfg.items() if not k.startswith("_")},
+            rng={"batches": batches.state_dict(), "torch": torch.get_rng_state()}, history=history,
+        )
+
+    start = trainer.step_count
+    bar = _Progress(cfg["steps"], start, "O-GAN", progress)
+    t0 = time.perf_counter()
+    with _StopOnInterrupt() as stop:
+        for _ in range(start, cfg["steps"]):
+            x, z = batches.next()
+            r = trainer.step(x, z)
+            history["loss_d"].append(float(r.loss_d))
+            history["loss_g"].append(float(r.loss_g))
+            history["rho"].append(float(r.rho))
+            bar.update(r.step, 10, loss_d=history["loss_d"][-1], loss_g=history["loss_g"][-1],
+                       rho=sum(history["rho"][-50:]) / len(history["rho"][-50:]))
+            if stop.requested:
+                bar.close()
+                save()
+                raise _Interrupted(r.step)
+            if r.step % cfg["checkpoint_every"] == 0 and r.step < cfg["steps"]:
+                save()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    save()
+    return G, D, trainer, history, seconds, trainer.step_count - start
+
+
+def _train_plain(cfg, sp, device: torch.device, progress: bool):
+    """The same pair as a plain GAN: 1-output head, same loss, alternating D and G updates,
+    same steps, seed, batches and noise.  Returns (G for sampling, seconds)."""
+    from ogan_plugin.ema import EMA
+    from ogan_plugin.losses import get_loss, pixel_distance
+
+    channels, size = sp.train_x.shape[1], sp.train_x.shape[-1]
+    G, D = _build_pair(cfg, size, channels, device)
+    adv = get_loss(cfg["loss"])
+    opt_g, opt_d = _optimizer(G.parameters(), cfg), _optimizer(D.parameters(), cfg)
+    ema = EMA(G, cfg["ema_decay"]) if cfg["ema_decay"] else None
+    batches = _Batches(sp.train_x, cfg["z_dim"], cfg["batch_size"], device, cfg["seed"])
+    bar = _Progress(cfg["steps"], 0, "plain GAN", progress)
+    t0 = time.perf_counter()
+    for step in range(1, cfg["steps"] + 1):
+        x, z = batches.next()
+        fake = G(z)
+        dist = pixel_distance(x, fake.detach()) if adv.needs_dist else None
+        loss_d = adv.d_loss(D(x).view(-1), D(fake.detach()).view(-1), dist).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = adv.g_loss(D(fake).view(-1)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        if ema is not None:
+            ema.update()
+        bar.update(step, 10, loss_d=loss_d.item(), loss_g=loss_g.item())
+    bar.close()
+    return (ema.module if ema is not None else G), time.perf_counter() - t0
+
+
+# --- pictures ---------------------------------------------------------------------------------
+def _pictures(G: nn.Module, D, sp, history: dict[str, list[float]], out: Path, z_dim: int, seed: int) -> None:
+    from ogan_plugin.evaluate import eval_mode, generate, reconstruct_batched
+    from ogan_plugin.images import save_curves, save_grid
+    from ogan_plugin.reconstruction import interpolate
+
+    save_grid(generate(G, z_dim, 100, seed=seed + 3).cpu(), out / "samples.png", 10)
+    test = sp.test_x
+    g = torch.Generator().manual_seed(seed + 4)
+    pick = torch.randperm(test.shape[0], generator=g)[: min(40, test.shape[0])]
+    originals = test[pick]
+    rec = reconstruct_batched(G, D, originals)
+    n = originals.shape[0]
+    cols = min(10, n)
+    rows = []
+    for i in range(0, n - n % cols if n >= cols else n, cols):
+        rows += [originals[i : i + cols], rec[i : i + cols]]
+    save_grid(torch.cat(rows), out / "reconstructions.png", cols)
+    k = min(8, test.shape[0] // 2)
+    pairs = torch.randperm(test.shape[0], generator=g)[: 2 * k]
+    device = next(D.parameters()).device
+    with eval_mode(G, D):
+        morph = interpolate(G, D, test[pairs[:k]].to(device), test[pairs[k:]].to(device), steps=10)
+    save_grid(morph.float().cpu(), out / "interpolations.png")
+    steps = list(range(1, len(history["rho"]) + 1))
+    smooth = max(1, len(steps) // 100)
+    save_curves(
+        {"losses": {"loss_d": history["loss_d"], "loss_g": history["loss_g"]}, "correlation rho(z, E(G(z)))": {"rho": history["rho"]}},
+        out / "training.png", steps=steps, smooth=smooth,
+    )
+
+
+# --- report -------------------------------------------------------------------------------------
+_ROWS = (
+    ("mean_rho", "mean rho(z, E(G(z))), fresh z", "{:.3f}"),
+    ("reconstruction_mse", "reconstruction MSE (held-out)", "{:.4f}"),
+    ("mean_image_mse", "  MSE of the mean image", "{:.4f}"),
+    ("class_agreement", "reconstruction class agreement", "{:.1%}"),
+    ("reconstruction_accuracy", "  reconstructions' true-label accuracy", "{:.1%}"),
+    ("classifier_accuracy", "  classifier accuracy on originals", "{:.1%}"),
+    ("probe_code_accuracy", "linear probe on codes", "{:.1%}"),
+    ("probe_pixel_accuracy", "linear probe on pixels", "{:.1%}"),
+    ("sample_confidence", "sample classifier confidence", "{:.3f}"),
+    ("sample_classes_present", "classes among samples", "{}"),
+    ("frechet", "Frechet distance (classifier logits)", "{:.2f}"),
+    ("frechet_reference", "  held-out vs training images", "{:.2f}"),
+    ("train_seconds", "training time (s)", "{:.1f}"),
+    ("steps_per_second", "steps per second", "{:.1f}"),
+)
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The printed metrics table (O-GAN column, plus the plain GAN's where measured)."""
+    plain = metrics.get("plain") or {}
+    lines = [f"{'metric':42s} {'O-GAN':>10s}" + (f" {'plain GAN':>10s}" if plain else "")]
+    for key, label, fmt in _ROWS:
+        v = metrics.get(key)
+        if v is None:
+            continue
+        line = f"{label:42s} {fmt.format(v):>10s}"
+        if plain:
+            pv = plain.get(key)
+            line += f" {fmt.format(pv) if pv is not None else '-':>10s}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _json_ready(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# --- the command ----------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """``ogan-plugin demo``: train, evaluate, draw, save."""
+    cfg = _config(args)
+    out = Path(cfg["out"])
+    resume = bool(getattr(args, "resume", False))
+    if resume:
+        ckpt = out / CHECKPOINT
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {str(ckpt)!r} (run without --resume first)")
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+        for k in TRAINING_OPTIONS:
+            if k in cfg["_given"] and cfg[k] != saved.get(k):
+                raise ValueError(
+                    f"--resume: --{k.replace('_', '-')} {cfg[k]!r} differs from the checkpoint's {saved.get(k)!r}; "
+                    "a resumed run keeps the checkpoint's training options"
+                )
+            cfg[k] = saved.get(k, cfg[k])
+    _validate(cfg)
+    if cfg["threads"] is not None:
+        torch.set_num_threads(cfg["threads"])
+    device = _device(cfg["device"])
+    data, sp = _load_data(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"data: {data.source}: {len(data)} images {tuple(data.x.shape[1:])}, {sp.train_x.shape[0]} for training, "
+        f"{sp.test_x.shape[0]} held out; device {device}, {torch.get_num_threads()} CPU threads",
+        flush=True,
+    )
+    progress = not getattr(args, "no_progress", False)
+    try:
+        G, D, trainer, history, seconds, ran = _train_ogan(cfg, sp, out, device, resume, progress)
+    except _Interrupted as stopped:
+        print(f"interrupted after step {stopped}: checkpoint saved to {out / CHECKPOINT}; continue with --resume",
+              file=sys.stderr)
+        return 130
+
+    from ogan_plugin.evaluate import PixelClassifier, evaluate, sample_quality
+
+    G_eval = trainer.ema.module if trainer.ema is not None else G
+    t0 = time.perf_counter()
+    labelled = sp.train_y is not None and sp.test_y is not None
+    train = (sp.train_x, sp.train_y) if labelled else sp.train_x
+    test = (sp.test_x, sp.test_y) if labelled else sp.test_x
+    clf = PixelClassifier().fit(sp.train_x, sp.train_y) if labelled else None
+    report = evaluate(G_eval, D, train, test, n_samples=cfg["eval_samples"], seed=cfg["seed"], classifier=clf)
+    metrics: dict[str, Any] = report.as_dict()
+    metrics.update(
+        steps=trainer.step_count,
+        train_seconds=seconds,
+        steps_per_second=ran / seconds if seconds > 0 and ran else None,
+        eval_seconds=time.perf_counter() - t0,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        data=data.source,
+        train_images=int(sp.train_x.shape[0]),
+        held_out_images=int(sp.test_x.shape[0]),
+        config={k: v for k, v in cfg.items() if not k.startswith("_")},
+    )
+    if ran == 0:
+        metrics.pop("steps_per_second")
+    _pictures(G_eval, D, sp, history, out, cfg["z_dim"], cfg["seed"])
+
+    if getattr(args, "compare_plain", False):
+        G_plain, plain_seconds = _train_plain(cfg, sp, device, progress)
+        plain: dict[str, Any] = {"train_seconds": plain_seconds, "steps_per_second": cfg["steps"] / plain_seconds}
+        if clf is not None:
+            sq = sample_quality(G_plain, clf, sp.train_x, cfg["z_dim"], cfg["eval_samples"], seed=cfg["seed"] + 1)
+            plain.update(sample_confidence=sq.confidence, sample_classes_present=sq.classes_present,
+                         sample_class_counts=sq.class_counts, frechet=sq.frechet)
+        metrics["plain"] = plain
+    metrics = _json_ready(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_table(metrics))
+    print(f"wrote samples.png, reconstructions.png, interpolations.png, training.png, metrics.json, {CHECKPOINT} to {out}/")
+    return 0

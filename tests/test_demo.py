@@ -1,0 +1,141 @@
+"""``ogan-plugin demo`` end to end (tiny runs), exact resumption, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ogan_plugin import cli, demo
+
+# small and fast: narrow nets, few steps, few samples for the metrics
+FAST = ["--width", "8", "--batch-size", "16", "--eval-samples", "100", "--no-progress", "--threads", "1"]
+
+
+def _finite_numbers(obj, where="metrics"):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _finite_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _finite_numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield where, obj
+
+
+def test_short_run_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--steps", "6", "--out", str(out), "--compare-plain", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "mean rho" in printed and "plain GAN" in printed
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "training.png", "metrics.json", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    sizes = {"samples.png": (342, 342), "reconstructions.png": (342, 274), "interpolations.png": (342, 274),
+             "training.png": (800, 300)}
+    for name, size in sizes.items():
+        with Image.open(out / name) as im:
+            im.load()
+            assert im.size == size, name
+    m = json.loads((out / "metrics.json").read_text())
+    required = [
+        "mean_rho", "reconstruction_mse", "mean_image_mse", "class_agreement", "probe_code_accuracy",
+        "probe_pixel_accuracy", "sample_confidence", "sample_classes_present", "frechet", "frechet_reference",
+        "train_seconds", "steps_per_second",
+    ]
+    for key in required:
+        assert isinstance(m[key], (int, float)) and math.isfinite(m[key]), key
+    for key in ("sample_confidence", "sample_classes_present", "frechet", "train_seconds"):
+        assert math.isfinite(m["plain"][key]), key
+    for where, v in _finite_numbers(m):
+        assert math.isfinite(v), where
+    assert m["steps"] == 6 and m["held_out_images"] >= 0.15 * 1797
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 6 and set(ck) >= {"generator", "discriminator", "trainer", "config", "rng", "history"}
+    assert len(ck["history"]["rho"]) == 6
+
+
+def _weights(path):
+    ck = torch.load(path, weights_only=False)
+    return ck
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    args = ["--steps", "8", "--checkpoint-every", "100", "--ema-decay", "0.9", *FAST]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert cli.main(["demo", "--out", str(full), *args]) == 0
+
+    from ogan_plugin.training import SingleLossStep
+
+    real_step = SingleLossStep.step
+
+    def interrupted(self, x, z=None):
+        result = real_step(self, x, z)
+        if self.step_count == 5:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the run
+        return result
+
+    monkeypatch.setattr(SingleLossStep, "step", interrupted)
+    assert cli.main(["demo", "--out", str(cut), *args]) == 130
+    assert torch.load(cut / "checkpoint.pt", weights_only=False)["step"] == 5
+    monkeypatch.setattr(SingleLossStep, "step", real_step)
+    assert cli.main(["demo", "--out", str(cut), "--resume", *args]) == 0
+
+    a, b = _weights(full / "checkpoint.pt"), _weights(cut / "checkpoint.pt")
+    assert a["step"] == b["step"] == 8
+    for part in ("generator", "discriminator"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+    for k, v in a["trainer"]["ema"]["module"].items():
+        assert torch.equal(v, b["trainer"]["ema"]["module"][k]), f"ema.{k}"
+    assert a["history"] == b["history"]
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
+    assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
+
+
+def test_resume_refuses_other_training_options(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        cli.main(["demo", "--out", str(out), "--resume", *FAST])
+    assert cli.main(["demo", "--out", str(out), "--steps", "2", *FAST]) == 0
+    with pytest.raises(ValueError, match="--lr .* differs from the checkpoint"):
+        cli.main(["demo", "--out", str(out), "--resume", "--steps", "3", "--lr", "0.01", *FAST])
+
+
+def test_bad_data_inputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        cli.main(["demo", "--data", str(empty), "--out", str(tmp_path / "o"), *FAST])
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("x")
+    with pytest.warns(UserWarning, match="skipped 1 of 1"), pytest.raises(ValueError, match="no readable images"):
+        cli.main(["demo", "--data", str(junk), "--out", str(tmp_path / "o"), *FAST])
+    odd = tmp_path / "odd.npy"
+    np.save(odd, np.zeros((40, 12, 12), dtype=np.uint8))
+    with pytest.raises(ValueError, match="power-of-two"):
+        cli.main(["demo", "--data", str(odd), "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(ValueError, match="--held-out"):
+        cli.main(["demo", "--held-out", "0.05", "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(ValueError, match="loss"):
+        cli.main(["demo", "--loss", "nope", "--out", str(tmp_path / "o"), *FAST])
+
+
+def test_unlabelled_array_data_runs(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "imgs.npy", rng.integers(0, 256, size=(60, 12, 12), dtype=np.uint8))
+    out = tmp_path / "o"
+    assert cli.main(["demo", "--data", str(tmp_path / "imgs.npy"), "--image-size", "8", "--steps", "2",
+                     "--out", str(out), *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(m["mean_rho"]) and m["class_agreement"] is None
+
+
+def test_format_table_has_both_columns():
+    text = demo.format_table({"mean_rho": 0.5, "sample_confidence": 0.9, "plain": {"sample_confidence": 0.8}})
+    assert "0.500" in text and "0.900" in text and "0.800" in text and "plain GAN" in text
