@@ -126,6 +126,24 @@ def test_compile_correlation_loss_fullgraph_matches_eager() -> None:
     torch.testing.assert_close(e1.grad, e2.grad)
 
 
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+def test_compile_fused_objective_operator_fullgraph_matches_reference(loss: str) -> None:
+    import ogan_plugin.kernels  # noqa: F401  (registers torch.ops.ogan_plugin.*)
+    from ogan_plugin.kernels.single_loss import ogan_objective_reference
+
+    g = torch.Generator().manual_seed(3)
+    e_real, e_fake, z = (torch.randn(8, Z, generator=g) for _ in range(3))
+    dist = torch.rand(8, generator=g) + 0.1 if loss == "qp" else None
+
+    def objective(e_real, e_fake, z, dist):
+        return torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, 0.5, ogan_plugin.EPS)
+
+    got = torch.compile(objective, fullgraph=True)(e_real, e_fake, z, dist)
+    want = ogan_objective_reference(e_real, e_fake, z, dist, loss, 0.5, ogan_plugin.EPS)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_compiled_single_loss_training_step_matches_eager() -> None:
     x, z = batch(16)
     params = []
