@@ -20,8 +20,11 @@ Routings (``routing=``):
     Two discriminator forwards: ``D(x_real)`` and ``D(x_fake)``, the latter on a detached
     copy of the fakes.  In the backward the discriminator-loss stream goes to D's
     parameters through that forward, and the generator-loss stream to D's input (a second
-    vector-Jacobian product of the same forward), then into G.  Exact, also with Dropout
-    or training-mode BatchNorm in D (both products see the same forward).
+    vector-Jacobian product of the same forward), then into G.  Each product computes
+    only what it needs (no weight gradients for G's stream, no input gradient of D's first
+    layer for D's stream).  Exact, also with Dropout or training-mode BatchNorm in D (both
+    products see the same forward).  One ``.backward()`` per loss: the backward releases
+    the saved forward.
 
 ``"three_forward"`` (the original code's)
     ``D(x_real)``, ``D(x_fake)`` and ``D(sg(x_fake))``: the generator stream is fed into
@@ -32,10 +35,15 @@ Routings (``routing=``):
 
 BatchNorm in D: by default the real and the fake batch go through separate forwards (as
 in the official code and most alternating loops), so each batch is normalised with its
-own statistics.  ``concat_batches=True`` runs one forward on ``cat([x_real, x_fake])``
-instead: one larger forward (often a little faster), but training-mode BatchNorm then
-normalises with the statistics of the mixed batch, which changes the model's outputs and
-gradients.  Without batch-dependent layers (or in eval mode) both give the same result.
+own statistics and the gradients equal the alternating update's even in training mode
+(running statistics: "split" updates them once per batch, like the alternating
+discriminator step; "three_forward" folds the fake batch in twice).
+``concat_batches=True`` runs one forward on ``cat([x_real, x_fake])`` instead, as code
+that concatenates the batches does: training-mode BatchNorm then normalises with the
+statistics of the mixed batch, which changes the outputs and the gradients.  Without
+batch-dependent layers (or in eval mode) both give the same result.  It is not faster
+with "split" on CPU (the generator's product then runs over both halves; see
+``ogan_plugin.bench_step``).
 """
 
 from __future__ import annotations
@@ -140,39 +148,63 @@ def _random_layers_in_training(module: nn.Module) -> list[str]:
 
 # --- the split routing's autograd glue -------------------------------------------------------
 class _SplitRoute(torch.autograd.Function):
-    """``sum(e_fake * grad_fake_d)`` whose backward also sends ``grad_fake_g`` to G.
+    """The split routing's backward: two vector-Jacobian products of one D forward.
 
-    ``e_fake`` is D's output on ``x_leaf``, a detached copy of ``x_fake``.  The backward
-    (with incoming scale ``c``) returns ``c * grad_fake_d`` to ``e_fake`` (-> D's
-    parameters) and, as ``x_fake``'s gradient, ``J^T (c * grad_fake_g)`` where J is the
-    Jacobian of that same forward w.r.t. ``x_leaf`` (-> G).  The second product is a
-    nested autograd call on the retained graph; it runs before the outer pass reaches D's
-    graph, which depends on this node.
+    ``apply(route, x_fake, *d_params)`` returns a zero scalar; the discriminator forward that
+    saw the fakes (``outputs``, computed from ``x_leaf``, a detached copy of ``x_fake``)
+    is kept on ``ctx`` out of the outer graph.  With incoming scale ``c`` the backward
+    computes
+
+    * ``J_params^T (c * grads_d)``: the gradients of D's parameters, returned as those
+      inputs' gradients (so they reach ``.grad`` through the outer graph, once, together
+      with the real batch's);
+    * ``J_x^T (c * grads_g)``: the gradient of the fakes, returned to ``x_fake`` -> G.
+
+    Neither product computes what it does not need (the first no input gradient of D's
+    first layer, the second no weight gradients), which is what makes the routing
+    cheaper than the alternating update.  One backward per loss: the saved forward is
+    released after it.
     """
 
     @staticmethod
-    def forward(ctx, e_fake: Tensor, x_fake: Tensor, grad_fake_d: Tensor, grad_fake_g: Tensor, x_leaf: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(e_fake, grad_fake_d, grad_fake_g)
-        ctx.x_leaf = x_leaf
-        return (e_fake.float() * grad_fake_d.float()).sum()
+    def forward(ctx, route: tuple, x_fake: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        # route = (outputs, grads_d, grads_g, x_leaf, params): tensors inside a tuple are
+        # not inputs, so the outer graph does not reach D's fake forward.
+        ctx.route = route
+        return x_fake.new_zeros((), dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, c: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        e_fake, grad_fake_d, grad_fake_g = ctx.saved_tensors
+        route = ctx.route
+        if route is None:
+            raise RuntimeError(
+                "single_loss(routing='split') supports one backward per loss (the discriminator's "
+                "forward is released after it); call single_loss again, or use routing='three_forward'"
+            )
+        ctx.route = None
+        outputs, grads_d, grads_g, x_leaf, params = route
+        param_grads: tuple[Optional[Tensor], ...] = (None,) * len(params)
+        wanted = [i for i in range(len(params)) if ctx.needs_input_grad[2 + i]]
+        if wanted:
+            got = torch.autograd.grad(
+                outputs, [params[i] for i in wanted], _scaled(outputs, grads_d, c), retain_graph=True, allow_unused=True
+            )
+            param_grads = tuple(got[wanted.index(i)] if i in wanted else None for i in range(len(params)))
         grad_x = None
         if ctx.needs_input_grad[1]:
-            x_leaf = ctx.x_leaf
-            x_leaf.grad = None
-            # backward(inputs=) rather than autograd.grad: tools that watch the graph with
-            # multi-grad hooks (FlopCounterMode, module trackers) reject nested autograd.grad.
-            torch.autograd.backward(e_fake, (grad_fake_g * c).to(e_fake.dtype), inputs=[x_leaf], retain_graph=True)
-            grad_x, x_leaf.grad = x_leaf.grad, None
-        grad_e = (grad_fake_d * c).to(e_fake.dtype) if ctx.needs_input_grad[0] else None
-        return grad_e, grad_x, None, None, None
+            (grad_x,) = torch.autograd.grad(outputs, x_leaf, _scaled(outputs, grads_g, c))
+        return (None, grad_x, *param_grads)
+
+
+def _scaled(outputs: list[Tensor], grads: list[Tensor], c: Tensor) -> list[Tensor]:
+    return [(g.float() * c).to(o.dtype) if g.dtype != torch.float64 else g * c for o, g in zip(outputs, grads)]
 
 
 def _dot(e: Tensor, g: Tensor) -> Tensor:
-    return (e.float() * g.float()).sum()
+    """``sum(e * g)`` as a float32 scalar whose gradient w.r.t. ``e`` is ``g`` at ``e``'s
+    precision (float64 stays float64; half types are reduced in float32)."""
+    dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
+    return (e.to(dtype) * g.to(dtype)).sum().float()
 
 
 # --- the functional form ------------------------------------------------------------------
@@ -203,17 +235,30 @@ def _single_loss(
     objective = dispatch("ogan_objective", x_real.device.type, backend)
 
     if routing == "split":
+        # D's input for the fakes: cut from G's graph.  A view, not the leaf itself, so that
+        # tools hooking module inputs (FlopCounterMode, module trackers) accept the nested
+        # autograd.grad of the backward.
         x_leaf = x_fake.detach().requires_grad_(x_fake.requires_grad)
+        x_leaf = x_leaf.view_as(x_leaf)
+        params = [p for p in D.parameters() if p.requires_grad]
         if concat_batches:
             raw = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)])).raw
             e_real, e_fake = raw[:B], raw[B:]
+            out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+            route = (
+                [raw],
+                [torch.cat([out.grad_real, out.grad_fake_d])],
+                [torch.cat([torch.zeros_like(out.grad_fake_g), out.grad_fake_g])],
+                x_leaf,
+                params,
+            )
+            surrogate = _SplitRoute.apply(route, x_fake, *params)
         else:
             e_real = D.decompose(x_real).raw
             e_fake = D.decompose(x_leaf).raw
-        out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
-        surrogate = _dot(e_real, out.grad_real) + _SplitRoute.apply(
-            e_fake, x_fake, out.grad_fake_d, out.grad_fake_g, x_leaf
-        )
+            out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+            route = ([e_fake], [out.grad_fake_d], [out.grad_fake_g], x_leaf, params)
+            surrogate = _dot(e_real, out.grad_real) + _SplitRoute.apply(route, x_fake, *params)
     else:
         randoms = _random_layers_in_training(D)
         if randoms:
@@ -288,8 +333,9 @@ def single_loss(
     Returns:
         A float32 scalar tensor of value ``loss_d + loss_g`` (or :class:`SingleLossOutput`).
         Its gradient is linear in the incoming scale, so ``GradScaler.scale(loss)`` and
-        ``loss / accumulation_steps`` work as usual.  Call ``.backward()`` once per loss
-        (``retain_graph=True`` to call it again).
+        ``loss / accumulation_steps`` work as usual; ``torch.autograd.grad(loss, params)``
+        works too.  Call ``.backward()`` once per loss (with ``routing="split"`` a second
+        backward raises ``RuntimeError``).
     """
     _check_modules(generator, wrapped_discriminator)
     adv = _check_options(loss, corr_weight, routing)

@@ -238,3 +238,20 @@ def test_bad_inputs_raise_clear_errors():
         single_loss(G, D, x, z, loss="lsgan")
     with pytest.raises(ValueError, match="corr_weight"):
         single_loss(G, D, x, z, corr_weight=-1)
+
+
+def test_split_frees_its_forward_after_one_backward_and_respects_frozen_parameters():
+    G, D = make_pair()
+    D.eval()
+    x, z = batch()
+    loss = single_loss(G, D, x, z)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward per loss"):
+        loss.backward()
+    # a frozen discriminator: G still gets exactly L_G's gradient, D nothing
+    _, grads_g, _, _ = alternating_reference(G, D, x, z, "qp")
+    G.zero_grad(), D.zero_grad()
+    D.requires_grad_(False)
+    single_loss(G, D, x, z).backward()
+    assert all(p.grad is None for p in D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
