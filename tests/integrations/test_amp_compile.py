@@ -144,12 +144,14 @@ def test_compile_fused_objective_operator_fullgraph_matches_reference(loss: str)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_single_loss_training_step_matches_eager() -> None:
+@pytest.mark.parametrize("routing", ["split", "three_forward"])
+def test_compiled_single_loss_training_step_matches_eager(routing: str) -> None:
     x, z = batch(16)
     params = []
     for compiled in (False, True):
         G, D = nets()
-        trainer = SingleLossStep(G, D, loss="qp", optimizer=torch.optim.SGD([*G.parameters(), *D.parameters()], lr=0.1))
+        opt = torch.optim.SGD([*G.parameters(), *D.parameters()], lr=0.1)
+        trainer = SingleLossStep(G, D, loss="qp", routing=routing, optimizer=opt)
         step = torch.compile(trainer.step) if compiled else trainer.step
         results = [step(x, z) for _ in range(2)]
         assert [r.step for r in results] == [1, 2]
