@@ -144,6 +144,12 @@ class Registry:
     # -- collections -------------------------------------------------------------------
     def backends(self, op: Optional[str] = None) -> dict[str, list[Backend]] | list[Backend]:
         """All registered backends, by operation (or the list for one ``op``)."""
+        table = self._backends
+        if table is not None:  # fast path: no lock (also keeps torch.compile tracing)
+            if op is None:
+                return table
+            _check_op(op)
+            return table[op]
         with self._lock:
             if self._backends is None:
                 table: dict[str, list[Backend]] = {name: [] for name in OPS}
@@ -166,6 +172,8 @@ class Registry:
 
     def losses(self) -> dict[str, Any]:
         """Adversarial losses by name, from every plugin's ``ogan_losses`` hook."""
+        if self._losses is not None:  # fast path: no lock (also keeps torch.compile tracing)
+            return self._losses
         with self._lock:
             if self._losses is None:
                 table: dict[str, Any] = {}
