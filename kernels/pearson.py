@@ -526,11 +526,13 @@ def pearson_triton(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
     """Backend ``triton`` of op ``pearson`` (float64 inputs use the reference, in float64).
 
     CUDA tensors go through the ``ogan_plugin::pearson`` operator (traced by
-    ``torch.compile``); CPU tensors run the same launchers in Triton's interpreter.
+    ``torch.compile``); CPU tensors run the same launchers in Triton's interpreter, except
+    under ``torch.compile``, which traces the operator on every device (on CPU its
+    implementation is the reference).
     """
     if _has_float64(z, e):
         return pearson_reference(z, e, eps)
-    if z.device.type == "cuda":
+    if z.device.type == "cuda" or torch.compiler.is_compiling():
         return torch.ops.ogan_plugin.pearson(z, e, eps)
     return _interpreted(_PearsonFunction, z, e, eps)
 
@@ -539,7 +541,7 @@ def correlation_loss_triton(z: Tensor, e: Tensor, weight: float = 0.5, eps: floa
     """Backend ``triton`` of op ``correlation_loss`` (see :func:`pearson_triton`)."""
     if _has_float64(z, e):
         return correlation_loss_reference(z, e, weight, eps)
-    if z.device.type == "cuda":
+    if z.device.type == "cuda" or torch.compiler.is_compiling():
         return torch.ops.ogan_plugin.correlation_loss(z, e, weight, eps)
     return _interpreted(_CorrelationLossFunction, z, e, weight, eps)
 

@@ -54,7 +54,6 @@ from ogan_plugin.kernels.pearson import (
     launch_config,
     pearson_grad_reference,
     pearson_reference,
-    triton_problem,
     triton_serves,
 )
 from ogan_plugin.registry import Backend
@@ -214,13 +213,14 @@ def ogan_objective_triton(
     """Backend ``triton`` of op ``ogan_objective``: the fused kernel for qp/hinge, else the reference.
 
     CUDA tensors go through the ``ogan_plugin::ogan_objective`` operator (traced by
-    ``torch.compile``); CPU tensors run the launcher in Triton's interpreter.
+    ``torch.compile``); CPU tensors run the launcher in Triton's interpreter (under
+    ``torch.compile``: the operator, whose CPU implementation is the closed form).
     """
     if not fused(loss, dist, e_real, e_fake, z):
         return ogan_objective_reference(e_real, e_fake, z, dist, loss, corr_weight, eps)
     e_real, e_fake, z = e_real.detach(), e_fake.detach(), z.detach()
     dist = dist.detach() if dist is not None else None
-    if e_fake.device.type == "cuda":
+    if e_fake.device.type == "cuda" or torch.compiler.is_compiling():
         return ObjectiveOutput(
             *torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, float(corr_weight), float(eps))
         )
@@ -323,7 +323,7 @@ def ogan_backends() -> list[Backend]:
             fn=ogan_objective_triton,
             priority=10,
             serves=triton_serves,
-            check=lambda: triton_problem(),
+            check=lambda: _pearson.triton_problem(),
             description="fused Triton kernel for qp and hinge (1 launch, other losses: reference); "
             "CUDA, or CPU on request under TRITON_INTERPRET=1",
         ),

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("ogan_plugin.cli", "list loaded plugins, backends per operation and adapters"),
+    "bench": ("ogan_plugin.bench", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step)"),
     "demo": ("ogan_plugin.demo", "train an O-GAN on handwritten digits (or --data), draw samples/reconstructions, report encoder metrics"),
 }
 

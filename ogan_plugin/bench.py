@@ -1,0 +1,372 @@
+"""``ogan-plugin bench``: time forward+backward of the fused operations for every backend.
+
+For each operation (``pearson``, ``correlation_loss``, ``ogan_objective``), each backend
+that can run on the device, and each (B, n) of the sweep, it times one training use of the
+operation: the forward and the backward w.r.t. the encodings ``e`` (the noise ``z`` needs
+no gradient), or for ``ogan_objective`` (which returns gradients) one call with the QP loss.
+
+Timing: median over ``iters`` runs after ``warmup`` runs; wall clock
+(``time.perf_counter``) on the CPU, CUDA events on a GPU.
+
+Bandwidth: ``GB/s`` divides the bytes the fused Triton kernels move by the median time:
+``pearson``/``correlation_loss`` read z and e in the forward and again in the backward and
+write the gradient of e (5 * B * n * itemsize); ``ogan_objective`` reads e_real, e_fake and
+z and writes three gradients (6 * B * n * itemsize).  The same byte count is used for every
+backend, so the column compares like with like; ``% copy`` relates it to the device's
+copy bandwidth measured here (2 * bytes of a large ``Tensor.copy_`` / its median time).
+
+``--step`` runs the training-step benchmark of :mod:`ogan_plugin.bench_step` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv as csv_module
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+__all__ = ["BenchRow", "parse_sizes", "copy_bandwidth", "run_kernel_benchmark", "format_table", "write_csv", "plot"]
+
+#: operations timed by default
+BENCH_OPS = ("pearson", "correlation_loss", "ogan_objective")
+#: default (B, n) sweeps per device type
+DEFAULT_SIZES = {
+    "cpu": "64x128,256x512,1024x512",
+    "cuda": "256x128,256x512,256x4096,4096x512,65536x512",
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class BenchRow:
+    """One timed (operation, backend, shape)."""
+
+    device: str
+    op: str
+    backend: str
+    B: int
+    n: int
+    dtype: str
+    median_us: float
+    gbps: float
+    pct_copy: float
+    speedup_vs_reference: Optional[float]
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"256x512,4096x512"`` -> ``[(256, 512), (4096, 512)]`` (B >= 1, n >= 2)."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        try:
+            b, n = (int(v) for v in item.split("x"))
+        except ValueError:
+            raise ValueError(f"--sizes: {item!r} is not of the form BxN (e.g. 256x512)") from None
+        if b < 1 or n < 2:
+            raise ValueError(f"--sizes: {item!r} needs B >= 1 and n >= 2")
+        sizes.append((b, n))
+    if not sizes:
+        raise ValueError("--sizes is empty")
+    return sizes
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    if device.type == "cuda":
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+    else:
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: torch.device, megabytes: Optional[int] = None, iters: int = 10) -> float:
+    """Measured copy bandwidth of ``device`` in GB/s (2 * bytes copied / median time)."""
+    megabytes = megabytes or (1024 if device.type == "cuda" else 64)
+    numel = megabytes * (1 << 20) // 4
+    src = torch.ones(numel, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    seconds = _median_seconds(lambda: dst.copy_(src), device, iters, warmup=2)
+    return 2 * src.numel() * 4 / seconds / 1e9
+
+
+def _step(op: str, fn: Callable, B: int, n: int, dtype: torch.dtype, device: torch.device) -> tuple[Callable[[], object], int]:
+    """A closure running ``op`` forward+backward once, and the bytes the fused kernels move."""
+    from ogan_plugin.kernels.pearson import EPS
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(B, n, generator=gen).to(device=device, dtype=dtype)
+    e = (0.5 * z.float().cpu() + torch.randn(B, n, generator=gen)).to(device=device, dtype=dtype)
+    size = B * n * z.element_size()
+    if op == "pearson":
+        e.requires_grad_(True)
+        grad = torch.ones(B, device=device)
+
+        def run() -> object:
+            return torch.autograd.grad(fn(z, e, EPS), (e,), grad)
+
+        return run, 5 * size
+    if op == "correlation_loss":
+        e.requires_grad_(True)
+
+        def run() -> object:
+            return torch.autograd.grad(fn(z, e, 0.5, EPS), (e,))
+
+        return run, 5 * size
+    if op == "ogan_objective":
+        e_real = torch.randn(B, n, generator=gen).to(device=device, dtype=dtype)
+        dist = (torch.rand(B, generator=gen) + 0.1).to(device)
+
+        def run() -> object:
+            return fn(e_real, e, z, dist, "qp", 0.5, EPS)
+
+        return run, 6 * size
+    raise ValueError(f"unknown op {op!r}; known: {list(BENCH_OPS)}")
+
+
+def run_kernel_benchmark(
+    sizes: Sequence[tuple[int, int]],
+    device: str = "cpu",
+    dtype: str = "float32",
+    ops: Sequence[str] = BENCH_OPS,
+    backends: Optional[Sequence[str]] = None,
+    iters: int = 20,
+    warmup: int = 3,
+    out: Callable[[str], None] = print,
+) -> list[BenchRow]:
+    """Time every (op, backend, size); returns the rows (and reports skipped backends to ``out``).
+
+    ``backends`` restricts the backends (default: every registered one that can run on
+    ``device``).  On a CPU the ``triton`` rows are skipped with a note: the interpreter that
+    runs the kernels on a CPU is for testing, not timing.
+    """
+    from ogan_plugin.registry import OPS, get_registry
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    for name, v, low in (("iters", iters, 1), ("warmup", warmup, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    dev = _device(device)
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        raise ValueError(f"unknown ops {unknown}; known: {list(BENCH_OPS)}")
+    reg = get_registry()
+    copy_gbps = copy_bandwidth(dev)
+    out(f"device: {_device_name(dev)}; measured copy bandwidth {copy_gbps:.1f} GB/s")
+    rows: list[BenchRow] = []
+    notes: set[str] = set()
+    for op in ops:
+        for b in reg.backends(op):
+            if backends is not None and b.name not in backends:
+                continue
+            if b.name == "triton" and dev.type != "cuda":
+                notes.add("triton: the Triton rows need a GPU (CUDA); this machine has none "
+                          "(the CPU interpreter runs the kernels for testing, not for timing)")
+                continue
+            reason = b.check()
+            if reason is None and not b.serves(dev.type, True):
+                reason = f"does not run on {dev.type!r}"
+            if reason is not None:
+                notes.add(f"{b.name}: skipped for {op}: {reason}")
+                continue
+            for B, n in sizes:
+                try:
+                    run, nbytes = _step(op, b.fn, B, n, DTYPES[dtype], dev)
+                    seconds = _median_seconds(run, dev, iters, warmup)
+                except Exception as exc:  # a backend failing here (e.g. no C++ compiler for torch.compile)
+                    notes.add(f"{b.name}: failed for {op} at {B}x{n}: {type(exc).__name__}: {exc}")
+                    break
+                gbps = nbytes / seconds / 1e9
+                rows.append(BenchRow(str(dev), op, b.name, B, n, dtype, _sig(seconds * 1e6),
+                                     _sig(gbps), _sig(100 * gbps / copy_gbps), None))
+    reference = {(r.op, r.B, r.n): r.median_us for r in rows if r.backend == "reference"}
+    for r in rows:
+        base = reference.get((r.op, r.B, r.n))
+        r.speedup_vs_reference = round(base / r.median_us, 2) if base else None
+    for note in sorted(notes):
+        out(note)
+    return rows
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def _device(text: str) -> torch.device:
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {text!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device")
+    return dev
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    import os
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    """The rows as an aligned text table."""
+    head = ("op", "backend", "B", "n", "dtype", "median us", "GB/s", "% copy", "vs reference")
+    body = [
+        (r.op, r.backend, str(r.B), str(r.n), r.dtype, f"{r.median_us:.1f}", f"{r.gbps:.3g}", f"{r.pct_copy:.3g}",
+         "" if r.speedup_vs_reference is None else f"{r.speedup_vs_reference:.2f}x")
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'<' if i < 2 or i == 4 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*line) for line in body])
+
+
+def write_csv(rows: Sequence[BenchRow], path: str) -> None:
+    """Write the rows to ``path`` (one header line, one line per row)."""
+    fields = list(BenchRow.__dataclass_fields__)
+    with open(path, "w", newline="") as fh:
+        writer = csv_module.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(asdict(r))
+
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def plot(rows: Sequence[BenchRow], path: str, title: str = "") -> None:
+    """Draw a PNG chart of the rows with Pillow: one panel per op, log time per size and backend."""
+    import math
+
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:  # pragma: no cover - Pillow is in the demo and test extras
+        raise ImportError("--plot needs Pillow: pip install 'ogan-plugin[demo]'") from None
+    if not rows:
+        raise ValueError("nothing to plot: no benchmark rows")
+    ops = list(dict.fromkeys(r.op for r in rows))
+    backends = list(dict.fromkeys(r.backend for r in rows))
+    sizes = list(dict.fromkeys((r.B, r.n) for r in rows))
+    pw, ph, left, top, bottom = 420, 340, 62, 46, 70
+    img = Image.new("RGB", (pw * len(ops), ph + 28 * ((len(backends) + 2) // 3)), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    draw.text((8, 4), title or "ogan-plugin bench: median forward+backward time (log scale)", fill="black", font=font)
+    times = [r.median_us for r in rows]
+    lo, hi = math.floor(math.log10(min(times))), math.ceil(math.log10(max(times)))
+    hi = max(hi, lo + 1)
+    for k, op in enumerate(ops):
+        x0, x1, y0, y1 = k * pw + left, (k + 1) * pw - 16, top, ph - bottom
+        draw.rectangle((x0, y0, x1, y1), outline="black")
+        draw.text((x0, y0 - 16), op, fill="black", font=font)
+        for d in range(lo, hi + 1):
+            y = y1 - (d - lo) / (hi - lo) * (y1 - y0)
+            draw.line((x0, y, x1, y), fill=(220, 220, 220))
+            draw.text((k * pw + 4, y - 6), f"1e{d} us", fill="black", font=font)
+        step = (x1 - x0) / max(len(sizes), 1)
+        for i, (B, n) in enumerate(sizes):
+            draw.text((x0 + step * (i + 0.5) - 20, y1 + 6 + 12 * (i % 2)), f"{B}x{n}", fill="black", font=font)
+        for j, backend in enumerate(backends):
+            colour = _COLOURS[j % len(_COLOURS)]
+            pts = []
+            for i, size in enumerate(sizes):
+                hit = [r for r in rows if r.op == op and r.backend == backend and (r.B, r.n) == size]
+                if hit:
+                    y = y1 - (math.log10(hit[0].median_us) - lo) / (hi - lo) * (y1 - y0)
+                    pts.append((x0 + step * (i + 0.5), y))
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            for x, y in pts:
+                draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+    for j, backend in enumerate(backends):
+        x, y = 12 + 140 * (j % 3), ph + 6 + 28 * (j // 3)
+        draw.rectangle((x, y + 2, x + 14, y + 12), fill=_COLOURS[j % len(_COLOURS)])
+        draw.text((x + 20, y), backend, fill="black", font=font)
+    img.save(path, format="PNG")
+
+
+# --- the subcommand ----------------------------------------------------------------------
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ogan-plugin bench``."""
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated BxN sweep (default: " + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items()) + ")")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="input dtype (default float32)")
+    parser.add_argument("--ops", default=",".join(BENCH_OPS), help="comma-separated operations (default: all)")
+    parser.add_argument("--backends", default=None, help="comma-separated backends (default: every one that runs here)")
+    parser.add_argument("--iters", type=int, default=None, help="timed runs (default 20; --step: its own default)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3; --step: its own default)")
+    parser.add_argument("--csv", default=None, metavar="PATH", help="also write the numbers to this CSV file")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="also draw a PNG chart (needs Pillow)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the CPU (default: torch's choice; 1 is steadier on a busy machine)")
+    parser.add_argument("--step", action="store_true",
+                        help="run the training-step benchmark (ogan_plugin.bench_step) instead of the kernel sweep")
+    parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ogan-plugin bench``."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            print("ogan-plugin bench: error: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    if args.step:
+        from ogan_plugin.bench_step import run_step_benchmark
+
+        kwargs = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup)) if v is not None}
+        run_step_benchmark(batch_size=args.batch_size, device=device, csv=args.csv, **kwargs)
+        return 0
+    try:
+        sizes = parse_sizes(args.sizes or DEFAULT_SIZES[_device(device).type])
+        rows = run_kernel_benchmark(
+            sizes,
+            device=device,
+            dtype=args.dtype,
+            ops=[o.strip() for o in args.ops.split(",") if o.strip()],
+            backends=None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()],
+            iters=20 if args.iters is None else args.iters,
+            warmup=3 if args.warmup is None else args.warmup,
+        )
+    except ValueError as exc:
+        print(f"ogan-plugin bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot and rows:
+        plot(rows, args.plot, f"ogan-plugin bench on {device} ({args.dtype}): median forward+backward (us, log)")
+        print(f"wrote {args.plot}")
+    return 0

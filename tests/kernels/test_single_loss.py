@@ -1,0 +1,124 @@
+"""The fused O-GAN objective kernel (qp, hinge) against the float64 reference.
+
+Error bounds as in test_pearson.py: 1e-5 of the largest reference magnitude for float32
+inputs (the correlation part of the gradient measured against its natural scale
+corr_weight / B / ||e - mean||); gradients written in bfloat16 within 8e-3.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ogan_plugin.kernels import pearson as P
+from ogan_plugin.kernels import single_loss as S
+from ogan_plugin.registry import get_registry
+
+CASES = [(1, 2), (7, 3), (64, 17), (7, 128), (64, 1000), (7, 4096)]
+
+
+def _inputs(B: int, n: int, seed: int, loss: str):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, n, generator=g)
+    e_fake = 0.4 * z + torch.randn(B, n, generator=g) + torch.randn(B, 1, generator=g)
+    e_real = torch.randn(B, n, generator=g) * 0.5
+    if loss == "hinge":  # real scores on both sides of the hinge's kink at 1, away from it
+        e_real += torch.where(torch.arange(B) % 2 == 0, 0.2, 1.7).unsqueeze(1) - e_real.mean(1, keepdim=True)
+        e_fake += torch.where(torch.arange(B) % 3 == 0, -1.8, 0.1).unsqueeze(1) - e_fake.mean(1, keepdim=True)
+    dist = torch.rand(B, generator=g) + 0.05
+    return e_real, e_fake, z, dist
+
+
+def _natural(e_fake: torch.Tensor, B: int, w: float) -> float:
+    x = e_fake.double().cpu()
+    return w / B / (x - x.mean(1, keepdim=True)).norm(dim=1).clamp_min(P.EPS).min().item()
+
+
+def _compare(out: S.ObjectiveOutput, ref: S.ObjectiveOutput, check, rtol: float, scale: float, grad_rtol: float) -> None:
+    check(out.loss_d, ref.loss_d, 1e-5, 1.0, "loss_d")
+    check(out.loss_g, ref.loss_g, 1e-5, 1.0, "loss_g")
+    check(out.rho, ref.rho, 1e-5, 1.0, "rho")
+    check(out.grad_real, ref.grad_real, rtol, None, "grad_real")
+    check(out.grad_fake_d, ref.grad_fake_d, grad_rtol, scale, "grad_fake_d")
+    check(out.grad_fake_g, ref.grad_fake_g, grad_rtol, scale, "grad_fake_g")
+
+
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+@pytest.mark.parametrize("B,n", CASES)
+def test_fused_objective_matches_float64_reference(loss, B, n, device, check):
+    e_real, e_fake, z, dist = _inputs(B, n, seed=B * 1000 + n, loss=loss)
+    fn = get_registry().resolve("ogan_objective", device, backend="triton").fn
+    out = fn(e_real.to(device), e_fake.to(device), z.to(device), dist.to(device), loss, 0.5, P.EPS)
+    assert [t.dtype for t in out] == [torch.float32] * 6
+    ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.5, P.EPS)
+    _compare(out, ref, check, 1e-5, _natural(e_fake, B, 0.5), 1e-5)
+
+
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+def test_chunked_rows_and_non_contiguous_inputs(loss, device, check, monkeypatch):
+    monkeypatch.setattr(P, "MAX_BLOCK", 256)
+    e_real, e_fake, z, dist = _inputs(7, 1000, seed=3, loss=loss)
+    nc = lambda t: t.t().contiguous().t().to(device)  # noqa: E731 - same values, column-major
+    args = (nc(e_real), nc(e_fake), nc(z), torch.stack([dist, dist], 1)[:, 0].to(device))
+    assert not any(t.is_contiguous() for t in args)
+    out = S.ogan_objective_triton(*args, loss, 0.3, P.EPS)
+    ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.3, P.EPS)
+    _compare(out, ref, check, 1e-5, _natural(e_fake, 7, 0.3), 1e-5)
+
+
+def test_bfloat16_encodings(device, check):
+    e_real, e_fake, z, dist = _inputs(7, 128, seed=9, loss="qp")
+    er, ef = e_real.bfloat16(), e_fake.bfloat16()
+    out = S.ogan_objective_triton(er.to(device), ef.to(device), z.to(device), dist.to(device), "qp", 0.5, P.EPS)
+    assert out.grad_real.dtype == out.grad_fake_d.dtype == out.grad_fake_g.dtype == torch.bfloat16
+    assert out.loss_d.dtype == out.rho.dtype == torch.float32
+    ref = S.ogan_objective_reference(er.double(), ef.double(), z.double(), dist.double(), "qp", 0.5, P.EPS)
+    _compare(out, ref, check, 8e-3, _natural(ef, 7, 0.5), 8e-3)
+
+
+def test_one_launch_and_no_other_work(device, count_launches):
+    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(7, 33, seed=1, loss="qp"))
+    S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, P.EPS)  # allocates the cached ticket
+    for loss in ("qp", "hinge"):
+        with count_launches() as c:
+            S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, P.EPS)
+        assert c.triton == ["_objective_kernel"] and c.torch_ops == [], (c.triton, c.torch_ops)
+
+
+def test_other_losses_and_float64_use_the_reference(device, count_launches):
+    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(5, 9, seed=2, loss="qp"))
+    for loss in ("bce", "wgan"):
+        with count_launches() as c:
+            out = S.ogan_objective_triton(e_real, e_fake, z, None, loss, 0.5, P.EPS)
+        ref = S.ogan_objective_reference(e_real, e_fake, z, None, loss, 0.5, P.EPS)
+        assert c.triton == [] and all(torch.equal(a, b) for a, b in zip(out, ref))
+    out = S.ogan_objective_triton(e_real.double(), e_fake.double(), z.double(), dist.double(), "qp", 0.5, P.EPS)
+    assert out.grad_fake_d.dtype == torch.float64
+    with pytest.raises(ValueError, match="QP loss needs dist"):
+        S.ogan_objective_triton(e_real, e_fake, z, None, "qp", 0.5, P.EPS)
+
+
+def test_gradient_streams_route_as_documented(device):
+    """grad_fake_d - grad_fake_g only carries the adversarial slopes (the correlation cancels)."""
+    B, n = 6, 10
+    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=4, loss="qp"))
+    out = S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, P.EPS)
+    diff = (out.grad_fake_d - out.grad_fake_g).double()
+    torch.testing.assert_close(diff, diff[:, :1].expand(B, n))  # constant along each row
+    t = e_fake.double().mean(1) - e_real.double().mean(1)
+    expected = (2 + 0.5 * t / dist.double()) / (B * n)  # slope_fake + 1, over B * n
+    torch.testing.assert_close(diff[:, 0].cpu(), expected.cpu(), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+def test_closed_form_matches_the_autograd_reference(loss, dtype):
+    e_real, e_fake, z, dist = (t.to(dtype) for t in _inputs(5, 12, seed=6, loss=loss))
+    cf = S.ogan_objective_closed_form(e_real, e_fake, z, dist, loss, 0.5, P.EPS)
+    ref = S.ogan_objective_reference(e_real, e_fake, z, dist, loss, 0.5, P.EPS)
+    tol = 1e-6 if dtype == torch.float64 else 1e-5  # the reference's losses cast scores to float32
+    for name, a, b in zip(S.ObjectiveOutput._fields, cf, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-3, msg=name)
+    with pytest.raises(ValueError, match="closed form covers"):
+        S.ogan_objective_closed_form(e_real, e_fake, z, dist, "bce", 0.5, P.EPS)
