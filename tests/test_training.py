@@ -255,3 +255,23 @@ def test_split_frees_its_forward_after_one_backward_and_respects_frozen_paramete
     single_loss(G, D, x, z).backward()
     assert all(p.grad is None for p in D.parameters())
     assert_grads_equal(grads_g, G.parameters())
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+def test_fused_triton_objective_routes_like_the_reference(loss, routing):
+    # Triton's interpreter on CPU-only machines (tests/conftest.py sets TRITON_INTERPRET), CUDA otherwise
+    import os
+
+    device = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
+    G, D = make_pair(batchnorm=True)
+    G.float().to(device), D.float().to(device).eval()
+    x, z = (t.float().to(device) for t in batch())
+    results = []
+    for backend in ("reference", "triton"):
+        G.zero_grad(), D.zero_grad()
+        out = single_loss(G, D, x, z, loss, routing=routing, backend=backend, return_terms=True)
+        out.loss.backward()
+        results.append([out.loss.detach(), out.rho, *(p.grad.clone() for p in [*D.parameters(), *G.parameters()])])
+    for ref, fused in zip(*results):
+        torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
