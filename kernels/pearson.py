@@ -110,6 +110,7 @@ class _LazyTriton:
             import triton
             import triton.language as language
 
+            _check_interpreter(language)
             for fn in self._functions:
                 if fn not in _JITTED:
                     _JITTED[fn] = triton.jit(fn)
@@ -123,6 +124,26 @@ class _LazyTriton:
                         self._globals[name] = jitted
             self._globals["tl"] = language
             self.built = True
+
+
+def _check_interpreter(language: Any) -> None:
+    """Fail clearly when ``TRITON_INTERPRET=1`` was set after Triton was imported.
+
+    Triton decides at import whether its own library functions (``tl.max``, ...) are
+    interpreted; set the variable before anything imports triton (``import ogan_plugin``
+    does, through ``torch._dynamo``).
+    """
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if not isinstance(language.max, InterpretedFunction):
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was imported, so Triton's interpreter cannot "
+            "run the kernels; set it before importing ogan_plugin (e.g. in the environment)"
+        )
 
 
 _TRITON = _LazyTriton(globals())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import pytest
@@ -9,6 +10,12 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import spectral_norm as old_spectral_norm
 from torch.nn.utils.parametrizations import spectral_norm
+
+# Without a GPU the Triton kernels run in Triton's interpreter (tests/kernels).  The variable
+# must be set before anything imports triton (importing ogan_plugin does, through
+# torch._dynamo), hence here, in the first conftest pytest loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 class CustomForward(nn.Module):

@@ -1,12 +1,12 @@
 """Shared set-up of the kernel tests: Triton's interpreter on CPU-only machines, poisoned
 output buffers, float64 comparisons and kernel-launch counting.
 
-Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors.  The
-interpreter is chosen when the kernels are first jitted, which ogan_plugin does lazily on
-their first launch, so setting ``TRITON_INTERPRET`` here (pytest imports this file while
-collecting, before any test runs) is early enough even when other test files imported
-ogan_plugin first.  With a GPU and no ``TRITON_INTERPRET`` in the environment the same
-tests run the compiled kernels on CUDA tensors.
+Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors.
+``TRITON_INTERPRET=1`` must be set before triton is first imported (``import ogan_plugin``
+imports it through ``torch._dynamo``): ``tests/conftest.py``, which pytest loads first, sets
+it on machines without CUDA; the line below only covers running this folder's files with
+that conftest out of the way.  With a GPU and no ``TRITON_INTERPRET`` in the environment
+the same tests run the compiled kernels on CUDA tensors.
 """
 
 from __future__ import annotations
