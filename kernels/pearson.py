@@ -50,6 +50,7 @@ the interpreter (``TRITON_INTERPRET`` read at that moment) for the rest of the p
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, Optional
 
@@ -69,9 +70,8 @@ TILE = 4096
 #: Most rows one program handles.
 MAX_ROWS = 64
 
-#: ``triton`` here is the module itself once :meth:`_LazyTriton.build` has run; the kernels
-#: below refer to ``tl`` only inside their bodies (annotations are strings), so this file
-#: imports without Triton.
+#: ``triton.language`` once :meth:`_LazyTriton.build` has run; the kernels below use ``tl``
+#: only inside their bodies (their annotations are strings), so this file imports without Triton.
 tl: Any = None
 
 #: plain kernel function -> its ``triton.jit`` version (shared by every kernel module).
@@ -133,8 +133,6 @@ def _check_interpreter(language: Any) -> None:
     interpreted; set the variable before anything imports triton (``import ogan_plugin``
     does, through ``torch._dynamo``).
     """
-    import os
-
     if os.environ.get("TRITON_INTERPRET") != "1":
         return
     from triton.runtime.interpreter import InterpretedFunction
@@ -156,16 +154,14 @@ def triton_problem() -> Optional[str]:
         import triton.language  # noqa: F401
     except Exception as exc:  # ImportError, or a broken installation raising anything
         return f"triton cannot be imported ({type(exc).__name__}: {exc})"
-    major = int(str(triton.__version__).split(".")[0])
-    if major < 3:
+    major = str(getattr(triton, "__version__", "")).split(".")[0]
+    if major.isdigit() and int(major) < 3:
         return f"triton {triton.__version__} is too old (need >= 3.0)"
     return None
 
 
 def triton_serves(device_type: str, explicit: bool) -> bool:
     """The Triton backends run on CUDA; on CPU only on request under ``TRITON_INTERPRET=1``."""
-    import os
-
     if device_type == "cuda":
         return True
     return device_type == "cpu" and explicit and os.environ.get("TRITON_INTERPRET") == "1"
@@ -176,7 +172,7 @@ def triton_serves(device_type: str, explicit: bool) -> bool:
 def _load_tile(ptr, rows, row_mask, cols, n, stride_b, stride_n):
     """(ROWS, BLOCK_N) tile of a (B, n) tensor as float32 (0 outside), and its mask."""
     mask = row_mask[:, None] & (cols[None, :] < n)
-    offs = rows[:, None].to(tl.int64) * stride_b + cols[None, :].to(tl.int64) * stride_n
+    offs = rows[:, None].to(tl.int64) * stride_b + cols[None, :] * stride_n  # a row fits int32
     return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32), mask
 
 
