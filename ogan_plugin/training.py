@@ -192,7 +192,15 @@ class _SplitRoute(torch.autograd.Function):
             param_grads = tuple(got[wanted.index(i)] if i in wanted else None for i in range(len(params)))
         grad_x = None
         if ctx.needs_input_grad[1]:
-            (grad_x,) = torch.autograd.grad(outputs, x_leaf, _scaled(outputs, grads_g, c))
+            # backward(inputs=) into the leaf's .grad rather than autograd.grad: tools that
+            # hook module inputs (FlopCounterMode, module trackers) reject a nested
+            # autograd.grad with respect to a leaf.
+            x_leaf.grad = None
+            # retain_graph: under torch.compile the fake forward may share one compiled
+            # graph (and backward node) with the outer graph; in eager mode the graph is
+            # freed anyway when ``route`` is dropped at the end of this function.
+            torch.autograd.backward(outputs, _scaled(outputs, grads_g, c), inputs=[x_leaf], retain_graph=True)
+            grad_x, x_leaf.grad = x_leaf.grad, None
         return (None, grad_x, *param_grads)
 
 
@@ -235,11 +243,8 @@ def _single_loss(
     objective = dispatch("ogan_objective", x_real.device.type, backend)
 
     if routing == "split":
-        # D's input for the fakes: cut from G's graph.  A view, not the leaf itself, so that
-        # tools hooking module inputs (FlopCounterMode, module trackers) accept the nested
-        # autograd.grad of the backward.
+        # D's input for the fakes: a leaf cut from G's graph.
         x_leaf = x_fake.detach().requires_grad_(x_fake.requires_grad)
-        x_leaf = x_leaf.view_as(x_leaf)
         params = [p for p in D.parameters() if p.requires_grad]
         if concat_batches:
             raw = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)])).raw
