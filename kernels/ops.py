@@ -171,7 +171,7 @@ def _ogan_objective_cuda(
     corr_weight: float,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    if not _single_loss.fused(loss, dist, e_real, e_fake, z):
+    if not _single_loss.is_fused(loss, dist, e_real, e_fake, z):
         return tuple(_single_loss.ogan_objective_closed_form(e_real, e_fake, z, dist, loss, corr_weight, eps))
     return tuple(_single_loss.ogan_objective_forward(e_real, e_fake, z, dist, loss, corr_weight, eps))
 

@@ -190,7 +190,7 @@ def ogan_objective_forward(
 
 
 # --- backend function --------------------------------------------------------------------
-def fused(loss: Any, dist: Optional[Tensor], *tensors: Tensor) -> bool:
+def is_fused(loss: Any, dist: Optional[Tensor], *tensors: Tensor) -> bool:
     """Whether the fused kernel computes this objective (else the reference does)."""
     return (
         isinstance(loss, str)
@@ -216,7 +216,7 @@ def ogan_objective_triton(
     ``torch.compile``); CPU tensors run the launcher in Triton's interpreter (under
     ``torch.compile``: the operator, whose CPU implementation is the closed form).
     """
-    if not fused(loss, dist, e_real, e_fake, z):
+    if not is_fused(loss, dist, e_real, e_fake, z):
         return ogan_objective_reference(e_real, e_fake, z, dist, loss, corr_weight, eps)
     e_real, e_fake, z = e_real.detach(), e_fake.detach(), z.detach()
     dist = dist.detach() if dist is not None else None
