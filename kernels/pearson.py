@@ -440,10 +440,13 @@ def pearson_forward(
     B, n = z.shape
     cfg = launch_config(B, n, max_block)
     loss = loss_weight is not None
-    rho = _alloc(B if not loss else 0, torch.float32, z.device)
-    out = _alloc((), torch.float32, z.device)
-    parts = _alloc(cfg["grid"] if loss else 1, torch.float32, z.device)
-    count = _ticket(z.device) if loss else parts
+    if loss:  # rho is not stored; the programs' partial sums and the ticket finish the mean
+        out = rho = _alloc((), torch.float32, z.device)
+        parts = _alloc(cfg["grid"], torch.float32, z.device)
+        count = _ticket(z.device)
+    else:  # only rho is written (the other pointers are unused)
+        rho = _alloc(B, torch.float32, z.device)
+        out = parts = count = rho
     try:
         _pearson_fwd_kernel[(cfg["grid"],)](
             z, e, rho, parts, count, out,
