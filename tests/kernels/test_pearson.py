@@ -80,7 +80,7 @@ def test_correlation_loss_matches_float64(B, n, device, check):
     check(ge, rge, 1e-5, se, "grad e")
 
 
-@pytest.mark.parametrize("n,max_block", [(1000, 256), (4096, 1024), (17, 4)])
+@pytest.mark.parametrize("n,max_block", [(1000, 256), (4096, 1024), (17, 4), (5000, P.MAX_BLOCK)])
 def test_rows_longer_than_a_block_use_the_chunked_loop(n, max_block, device, check, monkeypatch):
     assert not P.launch_config(7, n, max_block)["ONE_BLOCK"]
     monkeypatch.setattr(P, "MAX_BLOCK", max_block)
