@@ -18,6 +18,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks everywhere: one intra-op thread avoids oversubscribing small CPUs
+    (thread hand-offs cost more than the work)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class CustomForward(nn.Module):
     """Head registered first, used last: detection must not rely on registration order."""
 

@@ -14,13 +14,6 @@ from ogan_plugin import EMA, SingleLossStep, StepResult
 NZ = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks: thread hand-offs cost more than the work on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_pair(dtype=torch.float64, batchnorm_g: bool = False, seed: int = 0):

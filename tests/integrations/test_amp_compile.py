@@ -20,12 +20,6 @@ GRAD_RTOL_BF16 = 0.08
 RHO_ATOL_BF16 = 0.01
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def nets() -> tuple[nn.Module, ogan_plugin.OGANDiscriminator]:

@@ -15,13 +15,6 @@ from ogan_plugin.integrations.hook import OGANHook
 NZ = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- the official DCGAN example's loop, at 8x8 on sklearn's digits -------------------------

@@ -18,13 +18,10 @@ NZ = 16
 
 
 @pytest.fixture(autouse=True)
-def quiet_one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(num_workers|LeafSpec|does not have many workers).*")
         yield
-    torch.set_num_threads(n)
 
 
 class RecordingLogger(Logger):
