@@ -50,11 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "z_dim": 32,
     "loss": "qp",
     "routing": "split",
-    "corr_weight": 0.5,
-    "lr": 1e-4,
+    "corr_weight": 2.0,
+    "lr": 2e-4,
     "ema_decay": 0.0,
     "width": 64,
-    "d_norm": "layer",
+    "d_norm": "spectral",
     "seed": 0,
     "held_out": 0.2,
     "channels": 1,
@@ -90,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--ema-decay", type=float, default=None,
                    help=f"EMA of the generator's weights used for evaluation, 0 = off (default {d['ema_decay']})")
     t.add_argument("--width", type=int, default=None, help=f"channels of the nets' first/last conv (default {d['width']})")
-    t.add_argument("--d-norm", default=None, choices=("layer", "batch", "none"),
+    t.add_argument("--d-norm", default=None, choices=("layer", "batch", "spectral", "none"),
                    help=f"normalisation inside the discriminator (default {d['d_norm']})")
     t.add_argument("--seed", type=int, default=None, help=f"seed of the split, the weights, the batches and z (default {d['seed']})")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... or auto (default: cuda when available)")

@@ -19,7 +19,7 @@ from torch import Tensor
 __all__ = ["Generator", "Discriminator", "DISCRIMINATOR_NORMS"]
 
 #: normalisations the discriminator can use between its convolutions
-DISCRIMINATOR_NORMS = ("batch", "layer", "none")
+DISCRIMINATOR_NORMS = ("batch", "layer", "spectral", "none")
 
 
 def _num_stages(image_size: int) -> int:
@@ -91,20 +91,22 @@ class Discriminator(nn.Module):
         width: channels of the first convolution.
         norm: ``"batch"`` (BatchNorm2d), ``"layer"`` (GroupNorm with one group: per-sample,
             so real and fake batches never mix statistics and eval mode behaves like train
-            mode) or ``"none"``.
+            mode), ``"spectral"`` (spectral norm on every convolution and on the head) or
+            ``"none"``.
     """
 
-    def __init__(self, image_size: int = 16, channels: int = 1, width: int = 64, norm: str = "layer") -> None:
+    def __init__(self, image_size: int = 16, channels: int = 1, width: int = 64, norm: str = "spectral") -> None:
         super().__init__()
         stages = _num_stages(image_size)
         for name, v in (("channels", channels), ("width", width)):
             _check_positive(name, v)
         if norm not in DISCRIMINATOR_NORMS:
             raise ValueError(f"norm must be one of {DISCRIMINATOR_NORMS}, got {norm!r}")
+        sn = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = []
         c_in, c = channels, width
         for i in range(stages):
-            layers.append(nn.Conv2d(c_in, c, 4, stride=2, padding=1, bias=(i == 0 or norm == "none")))
+            layers.append(sn(nn.Conv2d(c_in, c, 4, stride=2, padding=1, bias=(i == 0 or norm in ("none", "spectral")))))
             if i > 0 and norm == "batch":
                 layers.append(nn.BatchNorm2d(c))
             elif i > 0 and norm == "layer":
@@ -112,7 +114,7 @@ class Discriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, True))
             c_in, c = c, c * 2
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(c_in * 16, 1)
+        self.head = sn(nn.Linear(c_in * 16, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
