@@ -648,55 +648,18 @@ def ogan_backends() -> list[Backend]:
         "under TRITON_INTERPRET=1"
     )
     compiled_text = "torch.compile of the reference; only on request (backend='compiled')"
+    implementations = {
+        "pearson": (pearson_triton, pearson_compiled, pearson_reference),
+        "correlation_loss": (correlation_loss_triton, correlation_loss_compiled, correlation_loss_reference),
+    }
     return [
-        Backend(
-            op="pearson",
-            name="triton",
-            fn=pearson_triton,
-            priority=10,
-            serves=triton_serves,
-            check=lambda: triton_problem(),
-            description=triton_text,
-        ),
-        Backend(
-            op="pearson",
-            name="compiled",
-            fn=pearson_compiled,
-            priority=5,
-            serves=_explicit_only,
-            description=compiled_text,
-        ),
-        Backend(
-            op="pearson",
-            name="reference",
-            fn=pearson_reference,
-            priority=0,
-            description="torch reference (autograd), any device",
-        ),
-        Backend(
-            op="correlation_loss",
-            name="triton",
-            fn=correlation_loss_triton,
-            priority=10,
-            serves=triton_serves,
-            check=lambda: triton_problem(),
-            description=triton_text,
-        ),
-        Backend(
-            op="correlation_loss",
-            name="compiled",
-            fn=correlation_loss_compiled,
-            priority=5,
-            serves=_explicit_only,
-            description=compiled_text,
-        ),
-        Backend(
-            op="correlation_loss",
-            name="reference",
-            fn=correlation_loss_reference,
-            priority=0,
-            description="torch reference (autograd), any device",
-        ),
+        backend
+        for op, (triton_fn, compiled_fn, reference_fn) in implementations.items()
+        for backend in (
+            Backend(op, "triton", triton_fn, 10, triton_serves, triton_problem, triton_text),
+            Backend(op, "compiled", compiled_fn, 5, _explicit_only, description=compiled_text),
+            Backend(op, "reference", reference_fn, 0, description="torch reference (autograd), any device"),
+        )
     ]
 
 
