@@ -11,10 +11,8 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ogan_plugin.head import Adaptation, OGANHead, find_scalar_head, is_spectral_normed, widen_layer
+from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, find_scalar_head, is_spectral_normed, widen_layer
 from ogan_plugin.hookspecs import hookimpl
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @hookimpl
@@ -23,6 +21,6 @@ def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optiona
         path, layer = find_scalar_head(discriminator, head)
     except LookupError:
         return None
-    if not isinstance(layer, _CONVS) or layer.out_channels != 1 or is_spectral_normed(layer):
+    if not isinstance(layer, CONV_TYPES) or layer.out_channels != 1 or is_spectral_normed(layer):
         return None
     return Adaptation(path, OGANHead(widen_layer(layer, z_dim), z_dim))

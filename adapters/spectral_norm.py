@@ -20,7 +20,16 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ogan_plugin.head import Adaptation, OGANHead, centered_rows, find_scalar_head, is_spectral_normed, new_layer_like
+from ogan_plugin.head import (
+    CONV_TYPES,
+    Adaptation,
+    OGANHead,
+    centered_rows,
+    find_scalar_head,
+    is_spectral_normed,
+    new_layer_like,
+    out_features,
+)
 from ogan_plugin.hookspecs import hookimpl
 
 
@@ -95,8 +104,6 @@ def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optiona
         path, layer = find_scalar_head(discriminator, head)
     except LookupError:
         return None
-    if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or not is_spectral_normed(layer):
-        return None
-    if (layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels) != 1:
+    if not isinstance(layer, (nn.Linear, *CONV_TYPES)) or out_features(layer) != 1 or not is_spectral_normed(layer):
         return None
     return Adaptation(path, widen_spectral_normed(layer, z_dim))

@@ -27,7 +27,8 @@ __all__ = [
     "wrap",
 ]
 
-_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Convolution types a head may be (with one output channel yielding a 1x1 map).
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _accumulate(t: Tensor) -> Tensor:
@@ -117,10 +118,11 @@ def is_spectral_normed(layer: nn.Module) -> bool:
     return any(isinstance(h, SpectralNorm) for h in layer._forward_pre_hooks.values())
 
 
-def _out_features(m: nn.Module) -> Optional[int]:
+def out_features(m: nn.Module) -> Optional[int]:
+    """Outputs of a Linear / ConvNd layer (None for other modules)."""
     if isinstance(m, nn.Linear):
         return m.out_features
-    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    if isinstance(m, CONV_TYPES):
         return m.out_channels
     return None
 
@@ -141,17 +143,17 @@ def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tu
         except AttributeError:
             names = [n for n, _ in discriminator.named_modules() if n and "parametrizations" not in n]
             raise ValueError(f"head={head!r} is not a submodule of the discriminator; submodules: {names}") from None
-    ones = [(n, m) for n, m in discriminator.named_modules() if n and _out_features(m) == 1]
+    ones = [(n, m) for n, m in discriminator.named_modules() if n and out_features(m) == 1]
     if len(ones) == 1:
         return ones[0]
     layers = [
         (n, m)
         for n, m in discriminator.named_modules()
-        if n and "parametrizations" not in n and (any(True for _ in m.parameters(recurse=False)) or _out_features(m))
+        if n and "parametrizations" not in n and (any(True for _ in m.parameters(recurse=False)) or out_features(m))
     ]
     if ones and layers and layers[-1][0] == ones[-1][0]:
         return ones[-1]
-    if not ones and _out_features(discriminator) == 1:
+    if not ones and out_features(discriminator) == 1:
         raise LookupError(
             "the discriminator is itself a single 1-output layer; wrap a module that contains it, "
             "e.g. nn.Sequential(layer)"
@@ -187,7 +189,7 @@ def new_layer_like(layer: nn.Module, out_features: int) -> nn.Module:
     if isinstance(layer, nn.Linear):
         new = nn.Linear(layer.in_features, out_features, bias=layer.bias is not None)
     else:
-        conv_type = next(t for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(layer, t))
+        conv_type = next(t for t in CONV_TYPES if isinstance(layer, t))
         new = conv_type(
             layer.in_channels,
             out_features,
@@ -430,8 +432,8 @@ def wrap(
         try:
             path, found = find_scalar_head(discriminator, head)
             what = f"its head candidate {path!r} is a {type(found).__name__}"
-            if _out_features(found) not in (None, 1):
-                what += f" with {_out_features(found)} outputs (an O-GAN head must have 1 output)"
+            if out_features(found) not in (None, 1):
+                what += f" with {out_features(found)} outputs (an O-GAN head must have 1 output)"
         except LookupError as exc:
             what = str(exc)
         adapters = [n for n, p in reg.pm.list_name_plugin() if hasattr(p, "ogan_adapt_discriminator")]
