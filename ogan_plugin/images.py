@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["grid_size", "image_grid", "save_grid", "plot_curves", "save_curves"]
+__all__ = ["grid_size", "tile", "image_grid", "save_grid", "plot_curves", "save_curves"]
 
 
 def _pil():
@@ -33,6 +33,20 @@ def _pil():
 def grid_size(rows: int, cols: int, height: int, width: int, scale: int = 2, padding: int = 2) -> tuple[int, int]:
     """``(width, height)`` in pixels of a :func:`image_grid` (Pillow's order)."""
     return cols * (width * scale + padding) + padding, rows * (height * scale + padding) + padding
+
+
+def tile(images: Tensor, cols: int, padding: int, pad_value: float) -> Tensor:
+    """Lay ``images`` (N, C, h, w) out row by row, ``cols`` per row, into one (C, H, W)
+    tensor of their dtype, cells separated and surrounded by ``padding`` lines of
+    ``pad_value``."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / cols)
+    grid = images.new_full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        grid[:, top : top + h, left : left + w] = images[i]
+    return grid
 
 
 def image_grid(
@@ -64,17 +78,10 @@ def image_grid(
     cols = nrow if nrow is not None else math.ceil(math.sqrt(n))
     if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
         raise ValueError(f"nrow must be a positive int, got {nrow!r}")
-    rows = math.ceil(n / cols)
-    c, h, w = images.shape[1:]
-    a = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    a = a.repeat(scale, axis=2).repeat(scale, axis=3)  # (N, C, h*s, w*s)
-    hs, ws = h * scale, w * scale
-    W, H = grid_size(rows, cols, h, w, scale, padding)
-    canvas = np.full((H, W, c), pad_value, dtype=np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        y0, x0 = padding + r * (hs + padding), padding + k * (ws + padding)
-        canvas[y0 : y0 + hs, x0 : x0 + ws] = a[i].transpose(1, 2, 0)
+    c = images.shape[1]
+    a = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    a = a.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)  # (N, C, h*s, w*s)
+    canvas = tile(a, cols, padding, pad_value).permute(1, 2, 0).numpy()  # (H, W, C)
     Image, _, _ = _pil()
     return Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
 

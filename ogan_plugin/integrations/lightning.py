@@ -40,7 +40,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "with pip install 'ogan-plugin[lightning]'"
     ) from exc
 
+from ogan_plugin.evaluate import eval_mode
 from ogan_plugin.head import OGANDiscriminator, wrap
+from ogan_plugin.images import tile
 from ogan_plugin.integrations.hook import OGANHook, attach
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.losses import AdversarialLoss
@@ -55,15 +57,7 @@ def image_grid_tensor(images: Tensor, nrow: int = 8, padding: int = 2, value_ran
         raise ValueError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     lo, hi = value_range
     x = ((images.detach().float() - lo) / (hi - lo)).clamp(0, 1).cpu()
-    n, c, h, w = x.shape
-    ncol = min(nrow, n)
-    nrows = -(-n // ncol)
-    grid = torch.ones(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
-    for i in range(n):
-        r, k = divmod(i, ncol)
-        top, left = padding + r * (h + padding), padding + k * (w + padding)
-        grid[:, top : top + h, left : left + w] = x[i]
-    return grid
+    return tile(x, min(nrow, x.shape[0]), padding, 1.0)
 
 
 def _first_tensor(batch: Any) -> Tensor:
@@ -195,10 +189,7 @@ class OGANModule(pl.LightningModule):
     @torch.no_grad()
     def make_images(self, x_real: Tensor) -> dict[str, Tensor]:
         """Sample and reconstruction grids (eval mode for the duration, then restored)."""
-        modes = (self.generator.training, self.discriminator.training)
-        self.generator.eval()
-        self.discriminator.eval()
-        try:
+        with eval_mode(self.generator, self.discriminator):
             k = min(self.num_images, x_real.shape[0])
             fixed = self._fixed_z.to(device=x_real.device)
             p = next(self.generator.parameters(), None)
@@ -213,9 +204,6 @@ class OGANModule(pl.LightningModule):
             for start in range(0, k, ncol):  # a row of reals, then their reconstructions
                 rows += [real[start : start + ncol], rec[start : start + ncol]]
             pairs = torch.cat(rows)
-        finally:
-            self.generator.train(modes[0])
-            self.discriminator.train(modes[1])
         return {"samples": image_grid_tensor(samples), "reconstructions": image_grid_tensor(pairs, nrow=ncol)}
 
     def log_images(self, x_real: Tensor) -> None:
