@@ -77,7 +77,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so wall-clock times are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -85,7 +86,7 @@ def _sync(device: torch.device) -> None:
 def _median_seconds(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     if device.type == "cuda":
         for _ in range(iters):

@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ogan_plugin.bench import sync
 from ogan_plugin.head import wrap
 from ogan_plugin.losses import OGANLoss, pixel_distance, qp_d_loss, qp_g_loss
 from ogan_plugin.training import SingleLossStep
@@ -108,11 +109,6 @@ def _build(variant: str, G0: nn.Module, D0: nn.Module, z_dim: int) -> Callable[[
     return trainer.step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_step_benchmark(
     iters: int = 30,
     warmup: int = 5,
@@ -174,10 +170,10 @@ def run_step_benchmark(
     for r in range(warmup + iters):
         order = names[r % len(names):] + names[: r % len(names)]
         for v in order:
-            _sync(dev)
+            sync(dev)
             t0 = clock()
             steps[v](x)
-            _sync(dev)
+            sync(dev)
             if r >= warmup:
                 times[v].append(clock() - t0)
 

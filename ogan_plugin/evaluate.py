@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.reconstruction import check_wrapped, reconstruct
 
 __all__ = [
     "DataLike",
@@ -134,15 +135,6 @@ def _device_dtype(*modules: Any) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def _check_encoder(wrapped_discriminator: Any) -> OGANDiscriminator:
-    if not isinstance(wrapped_discriminator, OGANDiscriminator):
-        raise TypeError(
-            "wrapped_discriminator must be an OGANDiscriminator (from ogan_plugin.wrap), got "
-            f"{type(wrapped_discriminator).__name__}"
-        )
-    return wrapped_discriminator
-
-
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -191,7 +183,7 @@ def mean_correlation(
     """
     from ogan_plugin.correlation import pearson_correlation
 
-    d = _check_encoder(wrapped_discriminator)
+    d = check_wrapped(wrapped_discriminator)
     _check_count("n_samples", n_samples)
     _check_count("batch_size", batch_size)
     device, dtype = _device_dtype(generator, d)
@@ -215,9 +207,7 @@ def reconstruct_batched(
 ) -> Tensor:
     """``G(scale * encode(x))`` for every image (eval mode, in batches), as float32 on
     the images' device."""
-    from ogan_plugin.reconstruction import reconstruct
-
-    d = _check_encoder(wrapped_discriminator)
+    d = check_wrapped(wrapped_discriminator)
     _check_count("batch_size", batch_size)
     x, _ = collect(images)
     device, dtype = _device_dtype(d, generator)
@@ -379,7 +369,7 @@ class ProbeAccuracy(NamedTuple):
 @torch.no_grad()
 def encode_batched(wrapped_discriminator: OGANDiscriminator, images: DataLike, *, batch_size: int = 256) -> Tensor:
     """The standardized codes ``encode(x)`` (N, z_dim) float32 on CPU (eval mode)."""
-    d = _check_encoder(wrapped_discriminator)
+    d = check_wrapped(wrapped_discriminator)
     x, _ = collect(images)
     device, dtype = _device_dtype(d)
     with eval_mode(d):
@@ -526,7 +516,7 @@ def evaluate(
         classifier: a fitted :class:`PixelClassifier` to reuse (default: fit one on
             ``train``).
     """
-    d = _check_encoder(wrapped_discriminator)
+    d = check_wrapped(wrapped_discriminator)
     xtr, ytr = collect(train)
     xte, yte = collect(test)
     xtr, xte = xtr.float().cpu(), xte.float().cpu()

@@ -12,12 +12,19 @@ from ogan_plugin.head import OGANDiscriminator
 __all__ = ["reconstruct", "interpolate"]
 
 
-def _check(discriminator: OGANDiscriminator, scale: float) -> None:
+def check_wrapped(discriminator: object) -> OGANDiscriminator:
+    """``discriminator`` if it is an :class:`OGANDiscriminator`, else a ``TypeError``
+    naming ``wrapped_discriminator``."""
     if not isinstance(discriminator, OGANDiscriminator):
         raise TypeError(
             f"wrapped_discriminator must be an OGANDiscriminator (from ogan_plugin.wrap), got "
             f"{type(discriminator).__name__}"
         )
+    return discriminator
+
+
+def _check(discriminator: OGANDiscriminator, scale: float) -> None:
+    check_wrapped(discriminator)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"scale must be a positive number, got {scale!r}")
 
