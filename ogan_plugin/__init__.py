@@ -6,6 +6,8 @@ See ``README.md`` and ``shared/METHOD.md`` for the method.  This module only re-
 the public API.
 """
 
+from ogan_plugin import augment
+from ogan_plugin.augment import RandomTranslate
 from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
 from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead, wrap
 from ogan_plugin.hookspecs import hookimpl
@@ -40,6 +42,7 @@ __all__ = [
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
+    "RandomTranslate",
     "EMA",
     "SingleLossOutput",
     "SingleLossStep",

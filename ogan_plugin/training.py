@@ -134,6 +134,11 @@ def _check_batch(x_real: Any, z: Any, z_dim: int) -> None:
         raise ValueError(f"z has batch size {z.shape[0]} but x_real has {x_real.shape[0]}; they must match")
 
 
+def _check_augment(augment: Any) -> None:
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a callable (Tensor -> Tensor) or None, got {type(augment).__name__}")
+
+
 def _describe(x: Any) -> str:
     return f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
 
@@ -228,15 +233,21 @@ def _single_loss(
     concat_batches: bool,
     backend: Optional[str],
     eps: float,
+    augment: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> SingleLossOutput:
     """The work of :func:`single_loss`, on checked arguments."""
-    x_fake = generator(z)
+    generated = x_fake = generator(z)
     if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
         got = tuple(x_fake.shape) if isinstance(x_fake, Tensor) else type(x_fake).__name__
         raise ValueError(
             f"the generator's output for z has shape {got} but x_real has shape {tuple(x_real.shape)}; "
             "real and generated batches must have the same shape"
         )
+    if augment is not None:
+        # What D sees from here on; G's gradient flows back through augment(x_fake).
+        x_real, x_fake = augment(x_real), augment(x_fake)
+        if not (isinstance(x_real, Tensor) and isinstance(x_fake, Tensor) and x_real.shape == x_fake.shape):
+            raise ValueError("augment must map the real and the generated batch to tensors of one shape")
     B = x_real.shape[0]
     z_flat = z.detach().flatten(1)
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
@@ -289,7 +300,7 @@ def _single_loss(
         )
     value = (out.loss_d + out.loss_g).float()
     loss = surrogate - surrogate.detach() + value
-    return SingleLossOutput(loss, out.loss_d.detach().float(), out.loss_g.detach().float(), out.rho.detach(), x_fake)
+    return SingleLossOutput(loss, out.loss_d.detach().float(), out.loss_g.detach().float(), out.rho.detach(), generated)
 
 
 def single_loss(
@@ -304,6 +315,7 @@ def single_loss(
     concat_batches: bool = False,
     backend: Optional[str] = None,
     eps: float = EPS,
+    augment: Optional[Callable[[Tensor], Tensor]] = None,
     return_terms: bool = False,
 ) -> Union[Tensor, SingleLossOutput]:
     """The O-GAN single loss of one batch: a scalar whose ``.backward()`` trains both nets.
@@ -332,8 +344,15 @@ def single_loss(
             separate forwards (changes training-mode BatchNorm statistics).
         backend: force the ``ogan_objective`` backend by name (default: the registry's).
         eps: norm floor of the correlation.
+        augment: a differentiable augmentation applied to the real and to the generated
+            batch right before the discriminator (DiffAugment; e.g.
+            :class:`~ogan_plugin.augment.RandomTranslate`).  Both adversarial terms and
+            the correlation then see augmented images, so the encoder learns to recover
+            z from ``augment(G(z))``: codes that ignore what the augmentation changes.
+            The gradients are the alternating update's on the augmented batches.
         return_terms: return a :class:`SingleLossOutput` (loss, loss_d, loss_g, rho,
-            x_fake) instead of the bare loss.
+            x_fake) instead of the bare loss; ``x_fake`` is the generator's output
+            before any augmentation.
 
     Returns:
         A float32 scalar tensor of value ``loss_d + loss_g`` (or :class:`SingleLossOutput`).
@@ -345,9 +364,10 @@ def single_loss(
     _check_modules(generator, wrapped_discriminator)
     adv = _check_options(loss, corr_weight, routing)
     _check_batch(x_real, z, wrapped_discriminator.z_dim)
+    _check_augment(augment)
     out = _single_loss(
         generator, wrapped_discriminator, x_real, z, adv, loss, float(corr_weight), routing,
-        bool(concat_batches), backend, eps,
+        bool(concat_batches), backend, eps, augment,
     )
     return out if return_terms else out.loss
 
@@ -403,6 +423,9 @@ class SingleLossStep:
             if the loss is NaN/inf (one device sync per micro-batch); the gradients are
             cleared and the optimizer is not stepped.
         eps: norm floor of the correlation.
+        augment: differentiable augmentation of D's inputs, as in :func:`single_loss`.  If
+            it is an ``nn.Module`` (e.g. :class:`~ogan_plugin.augment.RandomTranslate`),
+            its state (random stream) is saved in :meth:`state_dict`.
 
     Attributes:
         optimizer, ema (:class:`EMA` or None), grad_scaler (or None), step_count.
@@ -428,8 +451,10 @@ class SingleLossStep:
         backend: Optional[str] = None,
         check_finite: bool = True,
         eps: float = EPS,
+        augment: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> None:
         _check_modules(generator, wrapped_discriminator)
+        _check_augment(augment)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
         self.adversarial = _check_options(loss, corr_weight, routing)
@@ -442,6 +467,7 @@ class SingleLossStep:
         self.backend = backend
         self.check_finite = bool(check_finite)
         self.eps = eps
+        self.augment = augment
 
         D_z = wrapped_discriminator.z_dim
         if z_dim is not None and z_dim != D_z:
@@ -532,7 +558,7 @@ class SingleLossStep:
             with self._autocast(x_real.device.type):
                 out = _single_loss(
                     self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
-                    self.corr_weight, self.routing, self.concat_batches, self.backend, self.eps,
+                    self.corr_weight, self.routing, self.concat_batches, self.backend, self.eps, self.augment,
                 )
             if self.check_finite and not bool(torch.isfinite(out.loss)):
                 opt.zero_grad(set_to_none=True)
@@ -558,7 +584,8 @@ class SingleLossStep:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything the step owns: optimizer, EMA, step count, GradScaler, noise RNG.
+        """Everything the step owns: optimizer, EMA, step count, GradScaler, noise RNG and
+        the augmentation's state (when ``augment`` is an ``nn.Module``).
 
         The networks' own weights are not included: save ``G.state_dict()`` and
         ``D.state_dict()`` beside it.
@@ -569,6 +596,7 @@ class SingleLossStep:
             "ema": None if self.ema is None else self.ema.state_dict(),
             "grad_scaler": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
             "noise_generator": None if self.noise_generator is None else self.noise_generator.get_state(),
+            "augment": self.augment.state_dict() if isinstance(self.augment, nn.Module) else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -576,10 +604,13 @@ class SingleLossStep:
         missing = {"step_count", "optimizer", "ema", "grad_scaler", "noise_generator"} - set(state_dict)
         if missing:
             raise KeyError(f"SingleLossStep state dict lacks {sorted(missing)}")
-        for key, mine in (("ema", self.ema), ("grad_scaler", self.grad_scaler), ("noise_generator", self.noise_generator)):
-            if (state_dict[key] is None) != (mine is None):
+        augment = self.augment if isinstance(self.augment, nn.Module) else None
+        owned = (("ema", self.ema), ("grad_scaler", self.grad_scaler), ("noise_generator", self.noise_generator),
+                 ("augment", augment))
+        for key, mine in owned:
+            if (state_dict.get(key) is None) != (mine is None):  # "augment" is absent from older states
                 raise ValueError(
-                    f"state dict has {'no ' if state_dict[key] is None else ''}{key} state but this step "
+                    f"state dict has {'no ' if state_dict.get(key) is None else ''}{key} state but this step "
                     f"{'has' if mine is not None else 'has no'} {key}; build the step with the same options"
                 )
         self.optimizer.load_state_dict(state_dict["optimizer"])
@@ -589,6 +620,8 @@ class SingleLossStep:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
         if self.noise_generator is not None:
             self.noise_generator.set_state(state_dict["noise_generator"])
+        if augment is not None:
+            augment.load_state_dict(state_dict["augment"])
         self.step_count = int(state_dict["step_count"])
 
     def __repr__(self) -> str:
@@ -596,5 +629,5 @@ class SingleLossStep:
         return (
             f"SingleLossStep(loss={name!r}, corr_weight={self.corr_weight}, routing={self.routing!r}, "
             f"z_dim={self.z_dim}, amp_dtype={self.amp_dtype}, accumulation_steps={self.accumulation_steps}, "
-            f"ema={'on' if self.ema else 'off'}, step_count={self.step_count})"
+            f"ema={'on' if self.ema else 'off'}, augment={self.augment!r}, step_count={self.step_count})"
         )

@@ -50,10 +50,10 @@ def batch(n: int = 7, seed: int = 1):
     return torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(n, NZ, generator=g, dtype=torch.float64)
 
 
-def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5):
+def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5, augment=lambda t: t):
     """Gradients of the usual two-loss update, by hand: (D grads, G grads, L_D, L_G)."""
     d_loss, g_loss = FUNCTIONAL[loss]
-    fake = G(z)
+    x, fake = augment(x), augment(G(z))
     e_real, e_fake = D.decompose(x).raw, D.decompose(fake.detach()).raw
     loss_d = d_loss(e_real.mean(1), e_fake.mean(1), L.pixel_distance(x, fake.detach())) + ogan_plugin.correlation_loss(
         z, e_fake, corr_weight
@@ -97,6 +97,31 @@ def test_gradients_equal_the_alternating_update(loss, routing, batchnorm):
     torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(out.loss_g.double(), loss_g.double(), rtol=1e-6, atol=1e-7)
     assert out.loss.item() == pytest.approx((out.loss_d + out.loss_g).item(), rel=1e-6)
+
+
+def fixed_translate(t):
+    """A deterministic augmentation: the same seeded random shifts on every call."""
+    return ogan_plugin.augment.translate(t, 1, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+@pytest.mark.parametrize("loss", ["qp", "hinge"])
+def test_augment_gives_the_alternating_update_on_augmented_batches(loss, routing):
+    G, D = make_pair()
+    x, z = batch()
+    grads_d, grads_g, loss_d, _ = alternating_reference(G, D, x, z, loss, augment=fixed_translate)
+    plain = single_loss(G, D, x, z, loss=loss, routing=routing, return_terms=True)
+    out = single_loss(G, D, x, z, loss=loss, routing=routing, augment=fixed_translate, return_terms=True)
+    out.loss.backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+    torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(out.loss_d, plain.loss_d)  # the augmentation did change what D saw
+    torch.testing.assert_close(out.x_fake, G(z))  # x_fake is G's output, not the augmented batch
+    with pytest.raises(TypeError, match="augment must be a callable"):
+        single_loss(G, D, x, z, augment="translate")
+    with pytest.raises(ValueError, match="augment must map"):
+        single_loss(G, D, x, z, augment=lambda t: None)
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)

@@ -152,7 +152,8 @@ def test_ema_tracks_the_generator():
 def test_state_dict_round_trip_resumes_exactly():
     def build(G, D):
         noise = torch.Generator().manual_seed(5)
-        return SingleLossStep(G, D, ema_decay=0.9, noise_generator=noise, routing="split")
+        augment = ogan_plugin.RandomTranslate(1, p=0.5, seed=int(torch.randint(100, ())))  # seed: restored
+        return SingleLossStep(G, D, ema_decay=0.9, noise_generator=noise, routing="split", augment=augment)
 
     G, D = make_pair(batchnorm_g=True)
     trainer = build(G, D)
@@ -178,6 +179,11 @@ def test_state_dict_round_trip_resumes_exactly():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="ema"):
         SingleLossStep(G2, D2, noise_generator=torch.Generator()).load_state_dict(saved["step"])
+    with pytest.raises(ValueError, match="has augment state but this step has no augment"):
+        SingleLossStep(G2, D2, ema_decay=0.9, noise_generator=torch.Generator()).load_state_dict(saved["step"])
+    no_augment = SingleLossStep(G2, D2, ema_decay=0.9, noise_generator=torch.Generator()).state_dict()
+    with pytest.raises(ValueError, match="has no augment state but this step has augment"):
+        build(G2, D2).load_state_dict(no_augment)
 
 
 # --- bad inputs ----------------------------------------------------------------------------
