@@ -124,6 +124,10 @@ def test_bad_data_inputs(tmp_path):
         cli.main(["demo", "--held-out", "0.05", "--out", str(tmp_path / "o"), *FAST])
     with pytest.raises(ValueError, match="loss"):
         cli.main(["demo", "--loss", "nope", "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(ValueError, match="--translate must be an int >= 0"):
+        cli.main(["demo", "--translate", "-1", "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(ValueError, match="--translate-p must be in"):
+        cli.main(["demo", "--translate-p", "1.5", "--out", str(tmp_path / "o"), *FAST])
 
 
 def test_unlabelled_array_data_runs(tmp_path):
