@@ -96,6 +96,10 @@ class OGANModule(pl.LightningModule):
             Needs image batches (B, C, H, W) in [-1, 1].
         num_images: images per grid.
         backend, eps: as in :func:`ogan_plugin.single_loss`.
+        augment: differentiable augmentation of D's inputs, as in
+            :func:`ogan_plugin.single_loss` (an ``nn.Module`` such as
+            :class:`~ogan_plugin.RandomTranslate` becomes a submodule: its random stream is
+            saved in Lightning's checkpoints).
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class OGANModule(pl.LightningModule):
         num_images: int = 16,
         backend: Optional[str] = None,
         eps: float = EPS,
+        augment: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> None:
         super().__init__()
         if not isinstance(generator, nn.Module):
@@ -139,6 +144,7 @@ class OGANModule(pl.LightningModule):
         self.num_images = num_images
         self.backend = backend
         self.eps = eps
+        self.augment = augment
         #: the latest logged grids: {"samples": (C, H, W), "reconstructions": (C, H, W)}
         self.last_images: dict[str, Tensor] = {}
         self._fixed_z = torch.randn((num_images, *self.z_shape), generator=torch.Generator().manual_seed(0))
@@ -164,7 +170,7 @@ class OGANModule(pl.LightningModule):
         z = self.sample_z(x.shape[0], x)
         out = single_loss(
             self.generator, self.discriminator, x, z, self.loss_name, self.corr_weight, self.routing,
-            backend=self.backend, eps=self.eps, return_terms=True,
+            backend=self.backend, eps=self.eps, augment=self.augment, return_terms=True,
         )
         rho = out.rho.float().mean()
         self.log_dict(

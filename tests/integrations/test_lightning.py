@@ -103,11 +103,14 @@ def test_ogan_module_fits_and_rho_rises_with_image_grids() -> None:
 def test_ogan_module_fast_dev_run() -> None:
     torch.manual_seed(0)
     G, D = mlp_pair()
-    model = OGANModule(G, D, z_dim=NZ, loss="hinge", routing="three_forward", optimizer=lambda p: torch.optim.Adam(p, 1e-3))
+    seen = []
+    model = OGANModule(G, D, z_dim=NZ, loss="hinge", routing="three_forward", optimizer=lambda p: torch.optim.Adam(p, 1e-3),
+                       augment=lambda t: seen.append(t.shape) or t)
     before = [p.detach().clone() for p in model.parameters()]
     trainer(fast_dev_run=True, logger=False).fit(model, digits_loader(16))
     after = list(model.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # both networks stepped once
+    assert len(seen) == 2 and seen[0] == seen[1]  # the real and the generated batch, once each
 
 
 class ManualGAN(pl.LightningModule):
