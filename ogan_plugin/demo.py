@@ -10,8 +10,8 @@ data (README, "The demo"): spectral norm in the discriminator instead of BatchNo
 correlation weight 2.5 instead of 0.5, RMSprop's learning rate 2e-4 instead of 1e-4, and
 a random one-pixel shift of half of the discriminator's inputs, real and generated
 (:class:`ogan_plugin.RandomTranslate`, DiffAugment-style, ``--translate``), which makes the
-codes far better features for a linear probe.  The plain GAN of ``--compare-plain``
-gets the same shifts.
+codes better features for a linear probe at some cost in rho.  The plain GAN of
+``--compare-plain`` gets the same shifts.
 
 Timing: about 100 s for the default run on 2 idle CPU cores (torch uses both).  Tiny
 networks suffer badly from oversubscription: on a busy machine ``--threads 1`` is much
