@@ -348,7 +348,7 @@ def single_loss(
             batch right before the discriminator (DiffAugment; e.g.
             :class:`~ogan_plugin.augment.RandomTranslate`).  Both adversarial terms and
             the correlation then see augmented images, so the encoder learns to recover
-            z from ``augment(G(z))``: codes that ignore what the augmentation changes.
+            z from ``augment(G(z))``: codes that depend less on what it changes.
             The gradients are the alternating update's on the augmented batches.
         return_terms: return a :class:`SingleLossOutput` (loss, loss_d, loss_g, rho,
             x_fake) instead of the bare loss; ``x_fake`` is the generator's output
