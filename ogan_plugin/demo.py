@@ -88,6 +88,9 @@ TRAINING_OPTIONS = (
 
 CHECKPOINT = "checkpoint.pt"
 
+#: values of training options for checkpoints written before the option existed
+_BEFORE_OPTION = {"translate": 0}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ogan-plugin demo``."""
@@ -494,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
                     f"--resume: --{k.replace('_', '-')} {cfg[k]!r} differs from the checkpoint's {saved.get(k)!r}; "
                     "a resumed run keeps the checkpoint's training options"
                 )
-            cfg[k] = saved.get(k, cfg[k])
+            cfg[k] = saved.get(k, _BEFORE_OPTION.get(k, cfg[k]))
     _validate(cfg)
     if cfg["threads"] is not None:
         torch.set_num_threads(cfg["threads"])

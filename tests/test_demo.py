@@ -106,6 +106,18 @@ def test_resume_refuses_other_training_options(tmp_path):
         cli.main(["demo", "--out", str(out), "--resume", "--steps", "3", "--lr", "0.01", *FAST])
 
 
+def test_resume_of_a_checkpoint_from_before_the_shifts(tmp_path):
+    out = tmp_path / "old"
+    assert cli.main(["demo", "--out", str(out), "--steps", "2", "--translate", "0", *FAST]) == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    for key in ("translate", "translate_p"):  # as written before the option existed
+        del ck["config"][key]
+    del ck["trainer"]["augment"]
+    torch.save(ck, out / "checkpoint.pt")
+    assert cli.main(["demo", "--out", str(out), "--steps", "3", "--resume", *FAST]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["translate"] == 0
+
+
 def test_bad_data_inputs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
