@@ -114,7 +114,7 @@ class RandomTranslate(nn.Module):
         return self.generator.get_state()
 
     def set_extra_state(self, state: Tensor) -> None:
-        self.generator.set_state(state)
+        self.generator.set_state(state.cpu())  # a checkpoint loaded with map_location="cuda"
 
     def extra_repr(self) -> str:
         fill = "" if self.fill is None else f", fill={self.fill}"

@@ -255,8 +255,8 @@ class _Batches:
         return {"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.data_rng.set_state(state["data"])
-        self.noise_rng.set_state(state["noise"])
+        self.data_rng.set_state(state["data"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
+        self.noise_rng.set_state(state["noise"].cpu())
 
 
 class _Progress:
@@ -334,7 +334,7 @@ def _train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress
         D.load_state_dict(state["discriminator"])
         trainer.load_state_dict(state["trainer"])
         batches.load_state_dict(state["rng"]["batches"])
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         history = state["history"]
 
     def save() -> None:

@@ -619,7 +619,7 @@ class SingleLossStep:
         if self.grad_scaler is not None:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
         if self.noise_generator is not None:
-            self.noise_generator.set_state(state_dict["noise_generator"])
+            self.noise_generator.set_state(state_dict["noise_generator"].cpu())
         if augment is not None:
             augment.load_state_dict(state_dict["augment"])
         self.step_count = int(state_dict["step_count"])
