@@ -27,10 +27,7 @@ from torch import Tensor
 __all__ = ["translate", "RandomTranslate"]
 
 
-def _check(x: Any, max_shift: Any, p: Any) -> None:
-    if not isinstance(x, Tensor) or x.dim() < 3:
-        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a batch of images (B, ..., H, W) with at least 3 dims, got {got}")
+def _check_options(max_shift: Any, p: Any) -> None:
     if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
         raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
@@ -65,7 +62,10 @@ def translate(
     Returns:
         A tensor shaped and typed like ``x``.
     """
-    _check(x, max_shift, p)
+    if not isinstance(x, Tensor) or x.dim() < 3:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a batch of images (B, ..., H, W) with at least 3 dims, got {got}")
+    _check_options(max_shift, p)
     if max_shift == 0 or p == 0:
         return x
     B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
@@ -101,7 +101,7 @@ class RandomTranslate(nn.Module):
 
     def __init__(self, max_shift: int = 1, p: float = 0.5, *, fill: Optional[float] = None, seed: Optional[int] = None) -> None:
         super().__init__()
-        _check(torch.empty(1, 1, 1), max_shift, p)
+        _check_options(max_shift, p)
         self.max_shift, self.p, self.fill = max_shift, float(p), fill
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)))
