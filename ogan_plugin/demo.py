@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": "qp",
     "routing": "split",
     "corr_weight": 2.5,
+    "corr_weight_g": None,  # None: the same as corr_weight
     "lr": 2e-4,
     "ema_decay": 0.0,
     "translate": 1,
@@ -82,14 +83,14 @@ DEFAULTS: dict[str, Any] = {
 
 #: options fixed by a checkpoint: --resume refuses different values for them
 TRAINING_OPTIONS = (
-    "batch_size", "z_dim", "loss", "routing", "corr_weight", "lr", "ema_decay", "translate", "translate_p", "width", "d_norm",
+    "batch_size", "z_dim", "loss", "routing", "corr_weight", "corr_weight_g", "lr", "ema_decay", "translate", "translate_p", "width", "d_norm",
     "seed", "held_out", "channels", "image_size", "data",
 )
 
 CHECKPOINT = "checkpoint.pt"
 
 #: values of training options for checkpoints written before the option existed
-_BEFORE_OPTION = {"translate": 0}
+_BEFORE_OPTION = {"translate": 0, "corr_weight_g": None}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--z-dim", type=int, default=None, help=f"noise size = code size (default {d['z_dim']})")
     t.add_argument("--loss", default=None, help=f"adversarial loss: qp, hinge, bce, wgan or a plugin's (default {d['loss']})")
     t.add_argument("--routing", default=None, help=f"single-loss routing: split or three_forward (default {d['routing']})")
-    t.add_argument("--corr-weight", type=float, default=None, help=f"weight of the correlation term (default {d['corr_weight']})")
+    t.add_argument("--corr-weight", type=float, default=None,
+                   help=f"weight of the correlation term (default {d['corr_weight']}; in D's loss only with --corr-weight-g)")
+    t.add_argument("--corr-weight-g", type=float, default=None,
+                   help="weight of the correlation term in G's loss (default: "
+                        + (f"{d['corr_weight_g']})" if d["corr_weight_g"] is not None else "the same as --corr-weight)"))
     t.add_argument("--lr", type=float, default=None, help=f"RMSprop learning rate (default {d['lr']})")
     t.add_argument("--ema-decay", type=float, default=None,
                    help=f"EMA of the generator's weights used for evaluation, 0 = off (default {d['ema_decay']})")
@@ -158,8 +163,9 @@ def _validate(cfg: dict[str, Any]) -> None:
         positive_int("threads")
     if not 0.15 <= cfg["held_out"] < 1:
         raise ValueError(f"--held-out must be in [0.15, 1), got {cfg['held_out']!r}")
-    if not cfg["corr_weight"] >= 0:
-        raise ValueError(f"--corr-weight must be >= 0, got {cfg['corr_weight']!r}")
+    for name in ("corr_weight", "corr_weight_g"):
+        if cfg[name] is not None and not cfg[name] >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {cfg[name]!r}")
     if not cfg["lr"] > 0:
         raise ValueError(f"--lr must be > 0, got {cfg['lr']!r}")
     if not 0 <= cfg["translate_p"] <= 1:
@@ -322,7 +328,8 @@ def _train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress
     D = ogan_plugin.wrap(D, cfg["z_dim"])
     opt = _optimizer(list(G.parameters()) + list(D.parameters()), cfg)
     trainer = ogan_plugin.SingleLossStep(
-        G, D, loss=cfg["loss"], corr_weight=cfg["corr_weight"], optimizer=opt, routing=cfg["routing"],
+        G, D, loss=cfg["loss"], corr_weight=cfg["corr_weight"], corr_weight_g=cfg["corr_weight_g"], optimizer=opt,
+        routing=cfg["routing"],
         ema_decay=cfg["ema_decay"] or None, augment=_augment(cfg),
     )
     batches = _Batches(sp.train_x, cfg["z_dim"], cfg["batch_size"], device, cfg["seed"])

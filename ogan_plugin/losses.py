@@ -11,7 +11,7 @@ two sides of one loss for the registry (plugins add losses through ``ogan_losses
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -188,6 +188,16 @@ def get_loss(loss: "str | AdversarialLoss") -> AdversarialLoss:
 
 
 # --- the O-GAN loss ----------------------------------------------------------------------
+def check_corr_weights(corr_weight: Any, corr_weight_g: Any = None) -> None:
+    """Raise ``ValueError`` naming the argument unless both weights are numbers >= 0
+    (``corr_weight_g`` may be None: the same as ``corr_weight``)."""
+    for name, w in (("corr_weight", corr_weight), ("corr_weight_g", corr_weight_g)):
+        if w is None and name == "corr_weight_g":
+            continue
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"{name} must be a number >= 0{' or None' if name == 'corr_weight_g' else ''}, got {w!r}")
+
+
 class OGANLossTerms(NamedTuple):
     """Discriminator and generator losses of one batch (scalars)."""
 
@@ -208,14 +218,19 @@ class OGANLoss(torch.nn.Module):
         loss_g = crit.generator_loss(D.decompose(fake).raw, z)
 
     ``forward(e_real, e_fake, z, ...)`` returns both as :class:`OGANLossTerms`.
+    ``corr_weight_g`` sets a different correlation weight for the generator's loss (None:
+    ``corr_weight`` in both), as in :func:`ogan_plugin.single_loss`.
     """
 
-    def __init__(self, loss: "str | AdversarialLoss" = "qp", corr_weight: float = 0.5, *, eps: float = EPS) -> None:
+    def __init__(
+        self, loss: "str | AdversarialLoss" = "qp", corr_weight: float = 0.5, *, corr_weight_g: Optional[float] = None,
+        eps: float = EPS,
+    ) -> None:
         super().__init__()
         self.adversarial = get_loss(loss)
-        if isinstance(corr_weight, bool) or not isinstance(corr_weight, (int, float)) or corr_weight < 0:
-            raise ValueError(f"corr_weight must be a number >= 0, got {corr_weight!r}")
+        check_corr_weights(corr_weight, corr_weight_g)
         self.corr_weight = float(corr_weight)
+        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
         self.eps = eps
 
     def _dist(self, x_real: Optional[Tensor], x_fake: Optional[Tensor]) -> Optional[Tensor]:
@@ -233,9 +248,9 @@ class OGANLoss(torch.nn.Module):
         return adv + correlation_loss(z, e_fake, self.corr_weight, eps=self.eps)
 
     def generator_loss(self, e_fake: Tensor, z: Tensor) -> Tensor:
-        """Generator loss: adversarial term + ``-corr_weight * mean rho(z, e_fake)``."""
+        """Generator loss: adversarial term + ``-corr_weight_g * mean rho(z, e_fake)``."""
         adv = self.adversarial.g_loss(e_fake.float().mean(1)).mean()
-        return adv + correlation_loss(z, e_fake, self.corr_weight, eps=self.eps)
+        return adv + correlation_loss(z, e_fake, self.corr_weight_g, eps=self.eps)
 
     def forward(
         self, e_real: Tensor, e_fake: Tensor, z: Tensor, *, x_real: Optional[Tensor] = None, x_fake: Optional[Tensor] = None
@@ -246,4 +261,5 @@ class OGANLoss(torch.nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"loss={self.adversarial.name!r}, corr_weight={self.corr_weight}"
+        g = "" if self.corr_weight_g == self.corr_weight else f", corr_weight_g={self.corr_weight_g}"
+        return f"loss={self.adversarial.name!r}, corr_weight={self.corr_weight}{g}"

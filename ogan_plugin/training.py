@@ -59,7 +59,8 @@ from torch import Tensor
 from ogan_plugin.ema import EMA
 from ogan_plugin.head import OGANDiscriminator
 from ogan_plugin.kernels.pearson import EPS
-from ogan_plugin.losses import AdversarialLoss, get_loss, pixel_distance
+from ogan_plugin.kernels.single_loss import ObjectiveOutput
+from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance
 from ogan_plugin.registry import dispatch
 
 __all__ = ["ROUTINGS", "SingleLossOutput", "SingleLossStep", "StepResult", "single_loss"]
@@ -109,10 +110,9 @@ def _check_modules(generator: Any, wrapped_discriminator: Any) -> None:
         )
 
 
-def _check_options(loss: Any, corr_weight: Any, routing: Any) -> AdversarialLoss:
+def _check_options(loss: Any, corr_weight: Any, routing: Any, corr_weight_g: Any = None) -> AdversarialLoss:
     adv = get_loss(loss)
-    if isinstance(corr_weight, bool) or not isinstance(corr_weight, (int, float)) or not corr_weight >= 0:
-        raise ValueError(f"corr_weight must be a number >= 0, got {corr_weight!r}")
+    check_corr_weights(corr_weight, corr_weight_g)
     if routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
     return adv
@@ -220,6 +220,27 @@ def _dot(e: Tensor, g: Tensor) -> Tensor:
     return (e.to(dtype) * g.to(dtype)).sum().float()
 
 
+def _generator_corr_weight(
+    out: ObjectiveOutput, e_fake: Tensor, z_flat: Tensor, corr_weight: float, corr_weight_g: float, eps: float
+) -> ObjectiveOutput:
+    """``out`` (computed with ``corr_weight`` in both losses) with ``corr_weight_g`` in L_G.
+
+    The correlation term enters L_G's value and gradient stream linearly, so changing its
+    weight by ``delta = corr_weight_g - corr_weight`` adds ``-delta * mean(rho)`` to the
+    value and ``delta * d(-mean rho)/de_fake`` to ``grad_fake_g``; the gradient comes from
+    the registry's ``correlation_loss`` operation.  L_D and its streams are unchanged.
+    """
+    delta = corr_weight_g - corr_weight
+    corr = dispatch("correlation_loss", e_fake.device.type)
+    with torch.enable_grad():
+        ef = e_fake.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(corr(z_flat, ef, 1.0, eps), ef)
+    return out._replace(
+        loss_g=out.loss_g - delta * out.rho.float().mean().to(out.loss_g.dtype),
+        grad_fake_g=out.grad_fake_g + (delta * grad).to(out.grad_fake_g.dtype),
+    )
+
+
 # --- the functional form ------------------------------------------------------------------
 def _single_loss(
     generator: Callable[[Tensor], Tensor],
@@ -234,8 +255,9 @@ def _single_loss(
     backend: Optional[str],
     eps: float,
     augment: Optional[Callable[[Tensor], Tensor]] = None,
+    corr_weight_g: Optional[float] = None,
 ) -> SingleLossOutput:
-    """The work of :func:`single_loss`, on checked arguments."""
+    """The work of :func:`single_loss`, on checked arguments (``corr_weight_g`` None: ``corr_weight``)."""
     generated = x_fake = generator(z)
     if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
         got = tuple(x_fake.shape) if isinstance(x_fake, Tensor) else type(x_fake).__name__
@@ -251,7 +273,13 @@ def _single_loss(
     B = x_real.shape[0]
     z_flat = z.detach().flatten(1)
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
-    objective = dispatch("ogan_objective", x_real.device.type, backend)
+    fused = dispatch("ogan_objective", x_real.device.type, backend)
+    if corr_weight_g is None or corr_weight_g == corr_weight:
+        objective = fused
+    else:
+        def objective(e_real: Tensor, e_fake: Tensor, *args: Any) -> ObjectiveOutput:
+            out = fused(e_real, e_fake, *args)
+            return _generator_corr_weight(out, e_fake, z_flat, corr_weight, corr_weight_g, eps)
 
     if routing == "split":
         # D's input for the fakes: a leaf cut from G's graph.
@@ -316,6 +344,7 @@ def single_loss(
     backend: Optional[str] = None,
     eps: float = EPS,
     augment: Optional[Callable[[Tensor], Tensor]] = None,
+    corr_weight_g: Optional[float] = None,
     return_terms: bool = False,
 ) -> Union[Tensor, SingleLossOutput]:
     """The O-GAN single loss of one batch: a scalar whose ``.backward()`` trains both nets.
@@ -338,7 +367,8 @@ def single_loss(
         z: the noise the fakes are generated from, (B, z_dim) or (B, z_dim, 1, ...).
         loss: adversarial loss name (``"qp"``, ``"hinge"``, ``"bce"``, ``"wgan"`` or a
             plugin's) or an :class:`~ogan_plugin.losses.AdversarialLoss`.
-        corr_weight: lambda, the weight of ``-mean(rho)`` in both losses.
+        corr_weight: lambda, the weight of ``-mean(rho)`` in both losses (in the
+            discriminator's only, when ``corr_weight_g`` is given).
         routing: ``"split"`` or ``"three_forward"`` (module docstring).
         concat_batches: one discriminator forward on ``cat([x_real, x_fake])`` instead of
             separate forwards (changes training-mode BatchNorm statistics).
@@ -350,6 +380,10 @@ def single_loss(
             the correlation then see augmented images, so the encoder learns to recover
             z from ``augment(G(z))``: codes that depend less on what it changes.
             The gradients are the alternating update's on the augmented batches.
+        corr_weight_g: the weight of ``-mean(rho)`` in the generator's loss (None: the
+            same as ``corr_weight``).  A lower weight for G than for D asks less of
+            the samples (G need not spell z out as loudly) while D keeps learning to read
+            z: on the digits demo it brings the samples level with a plain GAN's.
         return_terms: return a :class:`SingleLossOutput` (loss, loss_d, loss_g, rho,
             x_fake) instead of the bare loss; ``x_fake`` is the generator's output
             before any augmentation.
@@ -362,12 +396,12 @@ def single_loss(
         backward raises ``RuntimeError``).
     """
     _check_modules(generator, wrapped_discriminator)
-    adv = _check_options(loss, corr_weight, routing)
+    adv = _check_options(loss, corr_weight, routing, corr_weight_g)
     _check_batch(x_real, z, wrapped_discriminator.z_dim)
     _check_augment(augment)
     out = _single_loss(
         generator, wrapped_discriminator, x_real, z, adv, loss, float(corr_weight), routing,
-        bool(concat_batches), backend, eps, augment,
+        bool(concat_batches), backend, eps, augment, None if corr_weight_g is None else float(corr_weight_g),
     )
     return out if return_terms else out.loss
 
@@ -426,6 +460,8 @@ class SingleLossStep:
         augment: differentiable augmentation of D's inputs, as in :func:`single_loss`.  If
             it is an ``nn.Module`` (e.g. :class:`~ogan_plugin.augment.RandomTranslate`),
             its state (random stream) is saved in :meth:`state_dict`.
+        corr_weight_g: the correlation weight in the generator's loss, as in
+            :func:`single_loss` (None: ``corr_weight``).
 
     Attributes:
         optimizer, ema (:class:`EMA` or None), grad_scaler (or None), step_count.
@@ -452,16 +488,18 @@ class SingleLossStep:
         check_finite: bool = True,
         eps: float = EPS,
         augment: Optional[Callable[[Tensor], Tensor]] = None,
+        corr_weight_g: Optional[float] = None,
     ) -> None:
         _check_modules(generator, wrapped_discriminator)
         _check_augment(augment)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-        self.adversarial = _check_options(loss, corr_weight, routing)
+        self.adversarial = _check_options(loss, corr_weight, routing, corr_weight_g)
         self.generator = generator
         self.discriminator = wrapped_discriminator
         self.loss = loss
         self.corr_weight = float(corr_weight)
+        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
         self.routing = routing
         self.concat_batches = bool(concat_batches)
         self.backend = backend
@@ -559,6 +597,7 @@ class SingleLossStep:
                 out = _single_loss(
                     self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
                     self.corr_weight, self.routing, self.concat_batches, self.backend, self.eps, self.augment,
+                    self.corr_weight_g,
                 )
             if self.check_finite and not bool(torch.isfinite(out.loss)):
                 opt.zero_grad(set_to_none=True)
@@ -627,7 +666,8 @@ class SingleLossStep:
     def __repr__(self) -> str:
         name = self.adversarial.name or type(self.adversarial).__name__
         return (
-            f"SingleLossStep(loss={name!r}, corr_weight={self.corr_weight}, routing={self.routing!r}, "
+            f"SingleLossStep(loss={name!r}, corr_weight={self.corr_weight}, corr_weight_g={self.corr_weight_g}, "
+            f"routing={self.routing!r}, "
             f"z_dim={self.z_dim}, amp_dtype={self.amp_dtype}, accumulation_steps={self.accumulation_steps}, "
             f"ema={'on' if self.ema else 'off'}, augment={self.augment!r}, step_count={self.step_count})"
         )

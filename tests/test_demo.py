@@ -106,16 +106,17 @@ def test_resume_refuses_other_training_options(tmp_path):
         cli.main(["demo", "--out", str(out), "--resume", "--steps", "3", "--lr", "0.01", *FAST])
 
 
-def test_resume_of_a_checkpoint_from_before_the_shifts(tmp_path):
+def test_resume_of_a_checkpoint_from_before_the_shifts_and_the_generator_weight(tmp_path):
     out = tmp_path / "old"
-    assert cli.main(["demo", "--out", str(out), "--steps", "2", "--translate", "0", *FAST]) == 0
+    assert cli.main(["demo", "--out", str(out), "--steps", "2", "--translate", "0", "--corr-weight-g", "2.5", *FAST]) == 0
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
-    for key in ("translate", "translate_p"):  # as written before the option existed
+    for key in ("translate", "translate_p", "corr_weight_g"):  # as written before the options existed
         del ck["config"][key]
     del ck["trainer"]["augment"]
     torch.save(ck, out / "checkpoint.pt")
     assert cli.main(["demo", "--out", str(out), "--steps", "3", "--resume", *FAST]) == 0
-    assert json.loads((out / "metrics.json").read_text())["config"]["translate"] == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["translate"] == 0 and config["corr_weight_g"] is None  # G's weight = corr_weight, as then
 
 
 def test_bad_data_inputs(tmp_path):
@@ -140,6 +141,8 @@ def test_bad_data_inputs(tmp_path):
         cli.main(["demo", "--translate", "-1", "--out", str(tmp_path / "o"), *FAST])
     with pytest.raises(ValueError, match="--translate-p must be in"):
         cli.main(["demo", "--translate-p", "1.5", "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(ValueError, match="--corr-weight-g must be >= 0"):
+        cli.main(["demo", "--corr-weight-g", "-1", "--out", str(tmp_path / "o"), *FAST])
 
 
 def test_unlabelled_array_data_runs(tmp_path):

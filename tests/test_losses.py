@@ -78,10 +78,16 @@ def test_ogan_loss_is_adversarial_plus_correlation(name):
     torch.testing.assert_close(crit.generator_loss(ef, z), adv.g_loss(ef.mean(1)).mean() + corr)
     terms = crit(er, ef, z, x_real=xr, x_fake=xf)
     torch.testing.assert_close(terms.discriminator, d)
+    # a separate generator weight changes the generator's loss only
+    two = ogan_plugin.OGANLoss(name, corr_weight=0.5, corr_weight_g=2.0)
+    torch.testing.assert_close(two.discriminator_loss(er, ef, z, x_real=xr, x_fake=xf), d)
+    torch.testing.assert_close(two.generator_loss(ef, z), adv.g_loss(ef.mean(1)).mean() + 4 * corr)
 
 
 def test_ogan_loss_bad_arguments():
-    with pytest.raises(ValueError, match="corr_weight"):
+    with pytest.raises(ValueError, match="corr_weight must be"):
         ogan_plugin.OGANLoss("qp", corr_weight=-1)
+    with pytest.raises(ValueError, match="corr_weight_g must be a number >= 0 or None"):
+        ogan_plugin.OGANLoss("qp", corr_weight_g=float("nan"))
     with pytest.raises(ValueError, match="needs x_real and x_fake"):
         ogan_plugin.OGANLoss("qp").discriminator_loss(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3))

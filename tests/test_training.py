@@ -50,8 +50,9 @@ def batch(n: int = 7, seed: int = 1):
     return torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(n, NZ, generator=g, dtype=torch.float64)
 
 
-def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5, augment=lambda t: t):
+def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5, augment=lambda t: t, corr_weight_g=None):
     """Gradients of the usual two-loss update, by hand: (D grads, G grads, L_D, L_G)."""
+    corr_weight_g = corr_weight if corr_weight_g is None else corr_weight_g
     d_loss, g_loss = FUNCTIONAL[loss]
     x, fake = augment(x), augment(G(z))
     e_real, e_fake = D.decompose(x).raw, D.decompose(fake.detach()).raw
@@ -62,7 +63,7 @@ def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5, augme
     D.requires_grad_(False)  # D frozen for the generator's update
     try:
         e_gen = D.decompose(fake).raw
-        loss_g = g_loss(e_gen.mean(1)) + ogan_plugin.correlation_loss(z, e_gen, corr_weight)
+        loss_g = g_loss(e_gen.mean(1)) + ogan_plugin.correlation_loss(z, e_gen, corr_weight_g)
         grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
     finally:
         D.requires_grad_(True)
@@ -97,6 +98,30 @@ def test_gradients_equal_the_alternating_update(loss, routing, batchnorm):
     torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(out.loss_g.double(), loss_g.double(), rtol=1e-6, atol=1e-7)
     assert out.loss.item() == pytest.approx((out.loss_d + out.loss_g).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+@pytest.mark.parametrize("loss", ["qp", "bce"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_generator_corr_weight_gives_the_alternating_update_with_two_weights(loss, routing, backend):
+    G, D = make_pair()
+    x, z = batch()
+    grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, loss, corr_weight=2.5, corr_weight_g=1.0)
+    out = single_loss(G, D, x, z, loss=loss, corr_weight=2.5, corr_weight_g=1.0, routing=routing, backend=backend,
+                      return_terms=True)
+    out.loss.backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+    torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out.loss_g.double(), loss_g.double(), rtol=1e-6, atol=1e-7)
+    # the generator's weight did matter, and corr_weight_g=corr_weight is the one-weight loss
+    same = single_loss(G, D, x, z, loss=loss, corr_weight=2.5, corr_weight_g=2.5, return_terms=True)
+    one = single_loss(G, D, x, z, loss=loss, corr_weight=2.5, return_terms=True)
+    assert not torch.allclose(same.loss_g, out.loss_g)
+    assert torch.equal(same.loss_g, one.loss_g) and torch.equal(same.loss_d, one.loss_d)
+    for bad in (-1, "1", True):
+        with pytest.raises(ValueError, match="corr_weight_g must be a number >= 0 or None"):
+            single_loss(G, D, x, z, corr_weight_g=bad)
 
 
 def fixed_translate(t):

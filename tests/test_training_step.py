@@ -56,13 +56,15 @@ def test_smoke_training_raises_the_correlation():
     assert all(torch.isfinite(t) for t in r[:4])
 
 
-def test_step_equals_single_loss_plus_optimizer_and_logs_the_terms():
+@pytest.mark.parametrize("corr_weight_g", [None, 0.2], ids=["one_weight", "generator_weight"])
+def test_step_equals_single_loss_plus_optimizer_and_logs_the_terms(corr_weight_g):
     G, D = make_pair()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     x, z = batch()
-    trainer = SingleLossStep(G, D, "bce", optimizer=torch.optim.SGD(params(G, D), lr=0.1))
+    trainer = SingleLossStep(G, D, "bce", optimizer=torch.optim.SGD(params(G, D), lr=0.1), corr_weight_g=corr_weight_g)
+    assert trainer.corr_weight_g == (0.5 if corr_weight_g is None else corr_weight_g)
     r = trainer.step(x, z)
-    out = ogan_plugin.single_loss(G2, D2, x, z, "bce", return_terms=True)
+    out = ogan_plugin.single_loss(G2, D2, x, z, "bce", corr_weight_g=corr_weight_g, return_terms=True)
     out.loss.backward()
     with torch.no_grad():
         for p in params(G2, D2):

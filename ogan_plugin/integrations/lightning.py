@@ -100,6 +100,8 @@ class OGANModule(pl.LightningModule):
             :func:`ogan_plugin.single_loss` (an ``nn.Module`` such as
             :class:`~ogan_plugin.RandomTranslate` becomes a submodule: its random stream is
             saved in Lightning's checkpoints).
+        corr_weight_g: the correlation weight in the generator's loss, as in
+            :func:`ogan_plugin.single_loss` (None: ``corr_weight``).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class OGANModule(pl.LightningModule):
         backend: Optional[str] = None,
         eps: float = EPS,
         augment: Optional[Callable[[Tensor], Tensor]] = None,
+        corr_weight_g: Optional[float] = None,
     ) -> None:
         super().__init__()
         if not isinstance(generator, nn.Module):
@@ -137,6 +140,7 @@ class OGANModule(pl.LightningModule):
             raise ValueError(f"z_shape={self.z_shape} must have z_dim={z_dim} elements")
         self.loss_name = loss
         self.corr_weight = corr_weight
+        self.corr_weight_g = corr_weight_g
         self.routing = routing
         self.lr = lr
         self.optimizer_factory = optimizer
@@ -170,7 +174,8 @@ class OGANModule(pl.LightningModule):
         z = self.sample_z(x.shape[0], x)
         out = single_loss(
             self.generator, self.discriminator, x, z, self.loss_name, self.corr_weight, self.routing,
-            backend=self.backend, eps=self.eps, augment=self.augment, return_terms=True,
+            backend=self.backend, eps=self.eps, augment=self.augment, corr_weight_g=self.corr_weight_g,
+            return_terms=True,
         )
         rho = out.rho.float().mean()
         self.log_dict(

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger
 
 import ogan_plugin
 from ogan_plugin.integrations.lightning import OGANCallback, OGANModule, image_grid_tensor
+from ogan_plugin.training import single_loss
 
 NZ = 16
 
@@ -100,17 +101,27 @@ def test_ogan_module_fits_and_rho_rises_with_image_grids() -> None:
     assert G.training and model.discriminator.training  # modes restored after the grids
 
 
-def test_ogan_module_fast_dev_run() -> None:
+def test_ogan_module_fast_dev_run(monkeypatch) -> None:
+    import ogan_plugin.integrations.lightning as lightning_module
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return single_loss(*args, **kwargs)
+
+    monkeypatch.setattr(lightning_module, "single_loss", spy)
     torch.manual_seed(0)
     G, D = mlp_pair()
     seen = []
     model = OGANModule(G, D, z_dim=NZ, loss="hinge", routing="three_forward", optimizer=lambda p: torch.optim.Adam(p, 1e-3),
-                       augment=lambda t: seen.append(t.shape) or t)
+                       augment=lambda t: seen.append(t.shape) or t, corr_weight_g=0.25)
     before = [p.detach().clone() for p in model.parameters()]
     trainer(fast_dev_run=True, logger=False).fit(model, digits_loader(16))
     after = list(model.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # both networks stepped once
     assert len(seen) == 2 and seen[0] == seen[1]  # the real and the generated batch, once each
+    assert [c["corr_weight_g"] for c in calls] == [0.25]  # G's correlation weight reaches the loss
 
 
 class ManualGAN(pl.LightningModule):
