@@ -8,14 +8,14 @@ discriminator widened by :func:`ogan_plugin.wrap`, trained with
 steps of batch 64.  Four choices differ from the official recipe, each measured on this
 data (README, "The demo"): spectral norm in the discriminator instead of BatchNorm; the
 correlation weight 5 in the discriminator's loss and 1.5 in the generator's instead of 0.5
-in both (a strong term in D's loss makes the encoder; a milder one in G's keeps the samples
-as good as a plain GAN's); RMSprop's learning rate 2e-4 instead of 1e-4; and a random
+in both (the term in D's loss makes the encoder; a milder one in G's keeps the samples'
+Fréchet distance level with a plain GAN's); RMSprop's learning rate 2e-4 instead of 1e-4; and a random
 one-pixel shift of 40% of the discriminator's inputs, real and generated
 (:class:`ogan_plugin.RandomTranslate`, DiffAugment-style, ``--translate``), which makes the
 codes better features for a linear probe at some cost in rho.  The plain GAN of
 ``--compare-plain`` gets the same shifts.
 
-Timing: about 110 s for the default run on 2 idle CPU cores (torch uses both).  Tiny
+Timing: about 100 s for the default run on 2 idle CPU cores (torch uses both).  Tiny
 networks suffer badly from oversubscription: on a busy machine ``--threads 1`` is much
 faster than two threads fighting for cores.
 
@@ -85,8 +85,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: options fixed by a checkpoint: --resume refuses different values for them
 TRAINING_OPTIONS = (
-    "batch_size", "z_dim", "loss", "routing", "corr_weight", "corr_weight_g", "lr", "ema_decay", "translate", "translate_p", "width", "d_norm",
-    "seed", "held_out", "channels", "image_size", "data",
+    "batch_size", "z_dim", "loss", "routing", "corr_weight", "corr_weight_g", "lr", "ema_decay", "translate",
+    "translate_p", "width", "d_norm", "seed", "held_out", "channels", "image_size", "data",
 )
 
 CHECKPOINT = "checkpoint.pt"
