@@ -64,6 +64,7 @@ from torch import Tensor
 from ogan_plugin.correlation import pearson_correlation
 from ogan_plugin.head import OGANDiscriminator, OGANHead
 from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.losses import check_corr_weights
 
 __all__ = ["OGANHook", "attach", "detach"]
 
@@ -148,8 +149,7 @@ def _as_wrapped(discriminator: nn.Module) -> OGANDiscriminator:
 def _check_args(generator: Any, corr_weight: Any, scaler: Any) -> None:
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    if isinstance(corr_weight, bool) or not isinstance(corr_weight, (int, float)) or not corr_weight >= 0:
-        raise ValueError(f"corr_weight must be a number >= 0, got {corr_weight!r}")
+    check_corr_weights(corr_weight)
     if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
 
