@@ -10,6 +10,7 @@ line after the models are built::
 or, to choose the weight and turn it on and off::
 
     hook = ogan_plugin.attach(netD, netG, corr_weight=0.5)   # netD already wrapped
+    # or a different weight in the generator's loss: attach(netD, netG, 5.0, corr_weight_g=1.5)
     ...
     print(hook.last_rho)          # mean rho of the last recognised call (for logging)
     ogan_plugin.detach(netD)      # or: with ogan_plugin.attach(netD, netG): ...
@@ -32,7 +33,9 @@ How it works:
 The effect is exactly that of adding ``-corr_weight * mean(rho(z, E(fake)))`` to every
 loss whose backward passes through a recognised call: the discriminator's loss (call on
 ``fake.detach()``) and the generator's loss (call on ``fake``), as METHOD.md section 2
-asks.  The term does not follow the scale of your loss: if you multiply the loss (gradient
+asks.  With ``corr_weight_g`` the generator's step gets its own weight: a call on an
+input that requires grad (``netD(fake)``) uses ``corr_weight_g``, a call on
+``fake.detach()`` uses ``corr_weight``.  The term does not follow the scale of your loss: if you multiply the loss (gradient
 accumulation) adjust ``corr_weight``; with a ``GradScaler`` pass ``scaler=`` so the term is
 scaled like the loss.
 
@@ -146,10 +149,10 @@ def _as_wrapped(discriminator: nn.Module) -> OGANDiscriminator:
     raise TypeError(f"discriminator must be an OGANDiscriminator, got {type(discriminator).__name__}")
 
 
-def _check_args(generator: Any, corr_weight: Any, scaler: Any) -> None:
+def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> None:
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    check_corr_weights(corr_weight)
+    check_corr_weights(corr_weight, corr_weight_g)
     if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
 
@@ -163,7 +166,9 @@ class OGANHook:
     Attributes:
         discriminator: the wrapped discriminator it watches.
         generator: the generator whose outputs it records.
-        corr_weight: lambda of ``-lambda * mean(rho)``.
+        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on ``fake.detach()``.
+        corr_weight_g: lambda for calls on ``fake`` itself (the generator's step); equals
+            ``corr_weight`` unless another value was given.
         calls: number of discriminator calls that received the term.
     """
 
@@ -173,21 +178,24 @@ class OGANHook:
         generator: nn.Module,
         corr_weight: float = 0.5,
         *,
+        corr_weight_g: Optional[float] = None,
         scaler: Any = None,
         eps: float = EPS,
         backend: Optional[str] = None,
     ) -> None:
-        _check_args(generator, corr_weight, scaler)
+        _check_args(generator, corr_weight, corr_weight_g, scaler)
         self.discriminator = discriminator
         self.generator = generator
         self.corr_weight = float(corr_weight)
+        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
         self.scaler = scaler
         self.eps = eps
         self.backend = backend
         self.calls = 0
         self._last_rho: Optional[Tensor] = None
         self._record: Optional[_Record] = None
-        self._stack: list[Optional[_Record]] = []
+        # per discriminator call in progress: (recognised record, weight of its term) or None
+        self._stack: list[Optional[tuple[_Record, float]]] = []
         self._unmatched_grad_calls = 0
         self._warned = False
         inner = discriminator.discriminator
@@ -241,7 +249,8 @@ class OGANHook:
 
     def __repr__(self) -> str:
         state = "attached" if self.active else "detached"
-        return f"OGANHook(corr_weight={self.corr_weight}, calls={self.calls}, {state})"
+        g = f", corr_weight_g={self.corr_weight_g}" if self.corr_weight_g != self.corr_weight else ""
+        return f"OGANHook(corr_weight={self.corr_weight}{g}, calls={self.calls}, {state})"
 
     # -- hooks ----------------------------------------------------------------------------
     def _on_generator(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -286,10 +295,13 @@ class OGANHook:
 
     def _on_d_enter(self, module: nn.Module, args: tuple) -> None:
         rec = self._record
-        match = rec if rec is not None and args and rec.same(args[0]) else None
-        if match is None and torch.is_grad_enabled():
+        if rec is not None and args and rec.same(args[0]):
+            # netD(fake) feeds the generator's loss, netD(fake.detach()) the discriminator's
+            self._stack.append((rec, self.corr_weight_g if args[0].requires_grad else self.corr_weight))
+            return
+        if torch.is_grad_enabled():
             self._unmatched_grad_calls += 1
-        self._stack.append(match)
+        self._stack.append(None)
 
     def _on_d_exit(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._stack:
@@ -298,7 +310,7 @@ class OGANHook:
     def _on_head(self, module: OGANHead, args: tuple, output: Tensor) -> Optional[Tensor]:
         if not self._stack or self._stack[-1] is None:
             return None
-        rec = self._stack[-1]
+        rec, weight = self._stack[-1]
         self._stack[-1] = None  # one term per discriminator call
         raw = module.last_raw
         if raw is None or not torch.is_grad_enabled() or not raw.requires_grad:
@@ -307,7 +319,7 @@ class OGANHook:
             e = raw.detach().requires_grad_(True)
             rho = pearson_correlation(rec.z, e, eps=self.eps, backend=self.backend)
             mean_rho = rho.mean()
-            (grad_raw,) = torch.autograd.grad(-self.corr_weight * mean_rho, e)
+            (grad_raw,) = torch.autograd.grad(-weight * mean_rho, e)
         rec.matches += 1
         self.calls += 1
         self._last_rho = mean_rho.detach()
@@ -322,6 +334,7 @@ def attach(
     generator: nn.Module,
     corr_weight: float = 0.5,
     *,
+    corr_weight_g: Optional[float] = None,
     scaler: Any = None,
     eps: float = EPS,
     backend: Optional[str] = None,
@@ -333,6 +346,9 @@ def attach(
             ``DistributedDataParallel`` / ``DataParallel`` around one.
         generator: the generator; its first positional argument is taken as z.
         corr_weight: lambda in ``-lambda * mean(rho)`` (0.5 in the official code).
+        corr_weight_g: lambda for the generator's step, i.e. calls on the fake itself
+            rather than its ``.detach()`` (None: ``corr_weight``), as in
+            :func:`ogan_plugin.single_loss`.
         scaler: a ``torch.amp.GradScaler`` when the losses are scaled by one (the term is
             then scaled the same way).
         eps: norm floor of the correlation.
@@ -345,16 +361,18 @@ def attach(
     another generator or weight it raises ``ValueError`` (call :func:`detach` first).
     """
     wrapped = _as_wrapped(discriminator)
-    _check_args(generator, corr_weight, scaler)
+    _check_args(generator, corr_weight, corr_weight_g, scaler)
+    weight_g = corr_weight if corr_weight_g is None else corr_weight_g
     existing = OGANHook.of(wrapped)
     if existing is not None:
-        if existing.generator is generator and existing.corr_weight == corr_weight and existing.scaler is scaler:
+        if (existing.generator is generator and existing.corr_weight == corr_weight
+                and existing.corr_weight_g == weight_g and existing.scaler is scaler):
             return existing
         raise ValueError(
             "a hook is already attached to this discriminator (with another generator, weight or "
             "scaler); call ogan_plugin.detach(discriminator) first"
         )
-    hook = OGANHook(wrapped, generator, corr_weight, scaler=scaler, eps=eps, backend=backend)
+    hook = OGANHook(wrapped, generator, corr_weight, corr_weight_g=corr_weight_g, scaler=scaler, eps=eps, backend=backend)
     wrapped._ogan_hook = hook
     return hook
 

@@ -45,7 +45,7 @@ from ogan_plugin.head import OGANDiscriminator, wrap
 from ogan_plugin.images import tile
 from ogan_plugin.integrations.hook import OGANHook, attach
 from ogan_plugin.kernels.pearson import EPS
-from ogan_plugin.losses import AdversarialLoss
+from ogan_plugin.losses import AdversarialLoss, check_corr_weights
 from ogan_plugin.training import ROUTINGS, single_loss
 
 __all__ = ["OGANModule", "OGANCallback", "image_grid_tensor"]
@@ -253,6 +253,8 @@ class OGANCallback(pl.Callback):
         z_dim: the generator's noise size.
         generator, discriminator: attribute names of the two networks on the module.
         corr_weight: lambda of the correlation term.
+        corr_weight_g: lambda in the generator's step (None: ``corr_weight``); see
+            :func:`ogan_plugin.attach`.
         log_rho: log the last recognised rho as ``ogan/rho`` after each batch.
     """
 
@@ -263,12 +265,15 @@ class OGANCallback(pl.Callback):
         discriminator: str = "discriminator",
         corr_weight: float = 0.5,
         log_rho: bool = True,
+        corr_weight_g: Optional[float] = None,
     ) -> None:
         super().__init__()
+        check_corr_weights(corr_weight, corr_weight_g)
         self.z_dim = z_dim
         self.generator_attr = generator
         self.discriminator_attr = discriminator
         self.corr_weight = corr_weight
+        self.corr_weight_g = corr_weight_g
         self.log_rho = log_rho
         self.hook: Optional[OGANHook] = None
 
@@ -293,6 +298,7 @@ class OGANCallback(pl.Callback):
             getattr(pl_module, self.discriminator_attr),
             self._module(pl_module, self.generator_attr),
             self.corr_weight,
+            corr_weight_g=self.corr_weight_g,
             scaler=scaler,
         )
 

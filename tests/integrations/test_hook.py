@@ -111,8 +111,12 @@ def mlp_pair() -> tuple[nn.Module, nn.Module]:
     return G, D
 
 
-def alternating_grads(G: nn.Module, D: nn.Module, z: torch.Tensor, x: torch.Tensor, explicit_weight: float):
-    """One DCGAN-style step's gradients; adds the term explicitly when ``explicit_weight`` > 0."""
+def alternating_grads(
+    G: nn.Module, D: nn.Module, z: torch.Tensor, x: torch.Tensor, explicit_weight: float, explicit_weight_g=None
+):
+    """One DCGAN-style step's gradients; adds the term explicitly when ``explicit_weight`` > 0
+    (with ``explicit_weight_g`` in the generator's loss when given)."""
+    weight_g = explicit_weight if explicit_weight_g is None else explicit_weight_g
     bce = nn.BCELoss()
     ones, zeros = torch.ones(len(x), dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
     D.zero_grad()
@@ -128,8 +132,8 @@ def alternating_grads(G: nn.Module, D: nn.Module, z: torch.Tensor, x: torch.Tens
     D.zero_grad()
     out = D.decompose(fake)
     loss_g = bce(out.output.view(-1), ones)
-    if explicit_weight:
-        loss_g = loss_g + ogan_plugin.correlation_loss(z, out.raw, explicit_weight)
+    if weight_g:
+        loss_g = loss_g + ogan_plugin.correlation_loss(z, out.raw, weight_g)
     loss_g.backward()
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
@@ -154,6 +158,29 @@ def test_hook_gradients_equal_the_explicit_correlation_term() -> None:
     again_d, again_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
     for a, b in zip(again_d + again_g, plain_d + plain_g):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_corr_weight_g_weights_the_generator_step_only() -> None:
+    G, D = mlp_pair()
+    D = ogan_plugin.wrap(D, z_dim=NZ)
+    torch.manual_seed(2)
+    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=2.0, explicit_weight_g=0.25)
+    same_d, same_g = alternating_grads(G, D, z, x, explicit_weight=2.0)
+    with ogan_plugin.attach(D, G, corr_weight=2.0, corr_weight_g=0.25) as hook:
+        assert hook.corr_weight_g == 0.25 and "corr_weight_g=0.25" in repr(hook)
+        assert ogan_plugin.attach(D, G, corr_weight=2.0, corr_weight_g=0.25) is hook
+        with pytest.raises(ValueError, match="already attached"):
+            ogan_plugin.attach(D, G, corr_weight=2.0)
+        got_d, got_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
+    for a, b in zip(got_d + got_g, want_d + want_g):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    # D's step is the one-weight step's, G's is not
+    for a, b in zip(got_d, same_d):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(got_g, same_g))
+    with pytest.raises(ValueError, match="corr_weight_g"):
+        ogan_plugin.attach(D, G, corr_weight_g=-1.0)
 
 
 def test_gradscaler_scales_the_term_like_the_loss() -> None:

@@ -169,6 +169,20 @@ def test_callback_adds_the_term_to_a_manual_optimization_gan() -> None:
     assert fresh_rho(module.generator, D) > 0.5
 
 
+def test_callback_passes_the_generator_weight_to_the_hook(monkeypatch) -> None:
+    import ogan_plugin.integrations.lightning as lightning
+
+    seen = []
+    real_attach = lightning.attach
+    monkeypatch.setattr(lightning, "attach", lambda *a, **k: seen.append(k) or real_attach(*a, **k))
+    trainer(fast_dev_run=True, logger=False, callbacks=[OGANCallback(NZ, corr_weight=2.0, corr_weight_g=0.5)]).fit(
+        ManualGAN(), digits_loader(16)
+    )
+    assert [k["corr_weight_g"] for k in seen] == [0.5]
+    with pytest.raises(ValueError, match="corr_weight_g"):
+        OGANCallback(NZ, corr_weight_g=-1.0)
+
+
 def test_callback_names_a_missing_network() -> None:
     module = ManualGAN()
     with pytest.raises(AttributeError, match=r"no network attribute 'netD'.*\['generator', 'discriminator', 'criterion'\]"):
