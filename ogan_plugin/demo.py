@@ -22,6 +22,7 @@ faster than two threads fighting for cores.
 The output folder (``--out``, default ``./ogan-demo/``) receives:
 
 ``samples.png``         10 x 10 samples G(z), 342 x 342 pixels (16x16 images shown at 2x)
+``plain_samples.png``   with --compare-plain: the plain GAN's samples for the same z
 ``reconstructions.png`` 4 pairs of rows: 10 held-out originals above their
                         reconstructions G(0.9 * encode(x)), 342 x 274 pixels
 ``interpolations.png``  8 rows of 10: held-out digit a morphing into held-out digit b
@@ -137,7 +138,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--out", default=None, help=f"output folder (default ./{d['out']}/)")
     o.add_argument("--eval-samples", type=int, default=None, help=f"fresh z for the metrics (default {d['eval_samples']})")
     o.add_argument("--compare-plain", action="store_true",
-                   help="also train the same pair as a plain GAN (1-output head, alternating updates) and compare samples")
+                   help="also train the same pair as a plain GAN (1-output head, alternating updates), compare the samples' "
+                        "figures and write its samples to OUT/plain_samples.png")
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -412,12 +414,20 @@ def _train_plain(cfg, sp, device: torch.device, progress: bool):
 
 
 # --- pictures ---------------------------------------------------------------------------------
+def _save_samples(G: nn.Module, path: Path, z_dim: int, seed: int) -> None:
+    """A 10 x 10 grid of G(z); the same z for the O-GAN's and the plain GAN's grid."""
+    from ogan_plugin.evaluate import generate
+    from ogan_plugin.images import save_grid
+
+    save_grid(generate(G, z_dim, 100, seed=seed + 3).cpu(), path, 10)
+
+
 def _pictures(G: nn.Module, D, sp, history: dict[str, list[float]], out: Path, z_dim: int, seed: int) -> None:
-    from ogan_plugin.evaluate import eval_mode, generate, reconstruct_batched
+    from ogan_plugin.evaluate import eval_mode, reconstruct_batched
     from ogan_plugin.images import save_curves, save_grid
     from ogan_plugin.reconstruction import interpolate
 
-    save_grid(generate(G, z_dim, 100, seed=seed + 3).cpu(), out / "samples.png", 10)
+    _save_samples(G, out / "samples.png", z_dim, seed)
     test = sp.test_x
     g = torch.Generator().manual_seed(seed + 4)
     pick = torch.randperm(test.shape[0], generator=g)[: min(40, test.shape[0])]
@@ -552,8 +562,11 @@ def run(args: argparse.Namespace) -> int:
         metrics.pop("steps_per_second")
     _pictures(G_eval, D, sp, history, out, cfg["z_dim"], cfg["seed"])
 
+    written = ["samples.png", "reconstructions.png", "interpolations.png", "training.png"]
     if getattr(args, "compare_plain", False):
         G_plain, plain_seconds = _train_plain(cfg, sp, device, progress)
+        _save_samples(G_plain, out / "plain_samples.png", cfg["z_dim"], cfg["seed"])
+        written.append("plain_samples.png")
         plain: dict[str, Any] = {"train_seconds": plain_seconds, "steps_per_second": cfg["steps"] / plain_seconds}
         if clf is not None:
             sq = sample_quality(G_plain, clf, sp.train_x, cfg["z_dim"], cfg["eval_samples"], seed=cfg["seed"] + 1)
@@ -563,5 +576,5 @@ def run(args: argparse.Namespace) -> int:
     metrics = _json_ready(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(format_table(metrics))
-    print(f"wrote samples.png, reconstructions.png, interpolations.png, training.png, metrics.json, {CHECKPOINT} to {out}/")
+    print(f"wrote {', '.join(written)}, metrics.json, {CHECKPOINT} to {out}/")
     return 0

@@ -33,9 +33,12 @@ def test_short_run_writes_everything(tmp_path, capsys):
     assert cli.main(["demo", "--steps", "6", "--out", str(out), "--compare-plain", *FAST]) == 0
     printed = capsys.readouterr().out
     assert "mean rho" in printed and "plain GAN" in printed
-    for name in ("samples.png", "reconstructions.png", "interpolations.png", "training.png", "metrics.json", "checkpoint.pt"):
+    files = ("samples.png", "plain_samples.png", "reconstructions.png", "interpolations.png", "training.png",
+             "metrics.json", "checkpoint.pt")
+    for name in files:
         assert (out / name).is_file(), name
-    sizes = {"samples.png": (342, 342), "reconstructions.png": (342, 274), "interpolations.png": (342, 274),
+        assert name in printed, name
+    sizes = {"samples.png": (342, 342), "plain_samples.png": (342, 342), "reconstructions.png": (342, 274), "interpolations.png": (342, 274),
              "training.png": (800, 300)}
     for name, size in sizes.items():
         with Image.open(out / name) as im:
