@@ -35,9 +35,9 @@ loss whose backward passes through a recognised call: the discriminator's loss (
 ``fake.detach()``) and the generator's loss (call on ``fake``), as METHOD.md section 2
 asks.  With ``corr_weight_g`` the generator's step gets its own weight: a call on an
 input that requires grad (``netD(fake)``) uses ``corr_weight_g``, a call on
-``fake.detach()`` uses ``corr_weight``.  The term does not follow the scale of your loss: if you multiply the loss (gradient
-accumulation) adjust ``corr_weight``; with a ``GradScaler`` pass ``scaler=`` so the term is
-scaled like the loss.
+``fake.detach()`` uses ``corr_weight``.  The term does not follow the scale of your loss:
+if you multiply the loss (gradient accumulation) adjust ``corr_weight``; with a
+``GradScaler`` pass ``scaler=`` so the term is scaled like the loss.
 
 Not recognised (the term is silently absent for that call; a one-time warning is issued
 when a generator output made with gradients is never seen by the discriminator):
