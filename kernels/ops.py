@@ -9,7 +9,7 @@ without its own kernel uses it too) and a CUDA implementation (the Triton launch
 * ``ogan_plugin::pearson_backward(grad, z, e, eps, scale, need_z, need_e) -> (gz, ge)``:
   the backward of both (gradients of ``sum(scale * grad * rho)``; a tensor of shape (0,)
   stands for a gradient that was not asked for);
-* ``ogan_plugin::ogan_objective(e_real, e_fake, z, dist, loss, corr_weight, eps)
+* ``ogan_plugin::ogan_objective(e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
   -> (loss_d, loss_g, rho, grad_real, grad_fake_d, grad_fake_g)`` for ``loss`` in
   ``("qp", "hinge")`` (no autograd: its outputs are gradients).
 
@@ -155,10 +155,12 @@ def ogan_objective(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The fused objective for ``loss`` in ``("qp", "hinge")`` (CPU: closed form in torch)."""
-    return tuple(_single_loss.ogan_objective_closed_form(e_real, e_fake, z, dist, loss, corr_weight, eps))
+    args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
+    return tuple(_single_loss.ogan_objective_closed_form(*args))
 
 
 @ogan_objective.register_kernel("cuda")
@@ -169,11 +171,13 @@ def _ogan_objective_cuda(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     if not _single_loss.is_fused(loss, dist, e_real, e_fake, z):
-        return tuple(_single_loss.ogan_objective_closed_form(e_real, e_fake, z, dist, loss, corr_weight, eps))
-    return tuple(_single_loss.ogan_objective_forward(e_real, e_fake, z, dist, loss, corr_weight, eps))
+        return tuple(_single_loss.ogan_objective_closed_form(*args))
+    return tuple(_single_loss.ogan_objective_forward(*args))
 
 
 @ogan_objective.register_fake
@@ -184,6 +188,7 @@ def _ogan_objective_fake(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     rho_dtype = _rho_dtype(z, e_fake)

@@ -1,17 +1,18 @@
 """The fused O-GAN single-loss objective with gradient masking (METHOD.md section 4).
 
-Operation ``ogan_objective(e_real, e_fake, z, dist, loss, corr_weight, eps)``:
+Operation ``ogan_objective(e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)``:
 
 * ``e_real`` (B, n): encoder outputs of the real batch;
 * ``e_fake`` (B, n): encoder outputs of the fake batch (one forward serves both routings:
   the values of E(x_fake) and E(sg(x_fake)) are equal);
 * ``z`` (B, n): the noise; ``dist`` (B,) or None: the QP pixel distance;
-* ``loss``: a registered adversarial loss name; ``corr_weight``: lambda; ``eps``: see pearson.
+* ``loss``: a registered adversarial loss name; ``corr_weight``: lambda in L_D;
+  ``corr_weight_g``: lambda in L_G (equal to ``corr_weight`` in the paper); ``eps``: see pearson.
 
 With s = mean(e) (the score) and rho = rho(z, e_fake):
 
     L_D = mean(d_loss(s_real, s_fake, dist)) - corr_weight * mean(rho)
-    L_G = mean(g_loss(s_fake))              - corr_weight * mean(rho)
+    L_G = mean(g_loss(s_fake))              - corr_weight_g * mean(rho)
 
 It returns the values and the three gradient streams (no autograd graph; the caller
 feeds them to the networks' backward):
@@ -81,7 +82,7 @@ class ObjectiveOutput(NamedTuple):
 @_TRITON.kernel
 def _objective_kernel(
     er_ptr, ef_ptr, z_ptr, dist_ptr, rho_ptr, gr_ptr, gfd_ptr, gfg_ptr, part_ptr, count_ptr, loss_d_ptr, loss_g_ptr,
-    B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, inv_b, inv_bn,
+    B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, corr_weight_g, inv_b, inv_bn,
     LOSS: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ONE_BLOCK: tl.constexpr, RBLOCK: tl.constexpr,
 ):
     """The whole objective for ROWS rows: scores, rho, losses (last program) and 3 gradients."""
@@ -119,15 +120,15 @@ def _objective_kernel(
         slope_fake = (b > 0).to(tl.float32)
     g_row = -s_fake  # generator side of both: -s_fake
     tl.store(rho_ptr + rows, rho, mask=row_mask)
-    c = -corr_weight * inv_b / de  # d(-w mean rho)/de = c * (u - [||ec|| >= eps] rho v)
+    c = -inv_b / de  # d(-w mean rho)/de = w * c * (u - [||ec|| >= eps] rho v)
     real_slope = (slope_real * inv_bn)[:, None]
     fake_slope = (slope_fake * inv_bn)[:, None]
     if ONE_BLOCK:
         corr = c[:, None] * (u - (ae * rho)[:, None] * v)
         out = rows[:, None].to(tl.int64) * n + cols[None, :]
         tl.store(gr_ptr + out, tl.zeros_like(corr) + real_slope, mask=mask)
-        tl.store(gfd_ptr + out, corr + fake_slope, mask=mask)
-        tl.store(gfg_ptr + out, corr - inv_bn, mask=mask)
+        tl.store(gfd_ptr + out, corr_weight * corr + fake_slope, mask=mask)
+        tl.store(gfg_ptr + out, corr_weight_g * corr - inv_bn, mask=mask)
     else:
         for start in range(0, n, BLOCK_N):
             z, mask = _load_tile(z_ptr, rows, row_mask, start + cols, n, szb, szn)
@@ -137,10 +138,10 @@ def _objective_kernel(
             corr = c[:, None] * (u - (ae * rho)[:, None] * v)
             out = rows[:, None].to(tl.int64) * n + (start + cols)[None, :]
             tl.store(gr_ptr + out, tl.zeros_like(corr) + real_slope, mask=mask)
-            tl.store(gfd_ptr + out, corr + fake_slope, mask=mask)
-            tl.store(gfg_ptr + out, corr - inv_bn, mask=mask)
+            tl.store(gfd_ptr + out, corr_weight * corr + fake_slope, mask=mask)
+            tl.store(gfg_ptr + out, corr_weight_g * corr - inv_bn, mask=mask)
     tl.store(part_ptr + pid * 2, tl.sum(tl.where(row_mask, d_row - corr_weight * rho, 0.0), axis=0))
-    tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.where(row_mask, g_row - corr_weight * rho, 0.0), axis=0))
+    tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.where(row_mask, g_row - corr_weight_g * rho, 0.0), axis=0))
     _finish_sums(part_ptr, count_ptr, loss_d_ptr, loss_g_ptr, inv_b, 2, RBLOCK)
 
 
@@ -152,6 +153,7 @@ def ogan_objective_forward(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
     *,
     max_block: Optional[int] = None,
@@ -179,7 +181,7 @@ def ogan_objective_forward(
             parts, count, loss_d, loss_g,
             B, n, e_real.stride(0), e_real.stride(1), e_fake.stride(0), e_fake.stride(1), z.stride(0), z.stride(1),
             dist.stride(0) if dist is not None else 0,
-            float(eps), float(corr_weight), 1.0 / B, 1.0 / (B * n),
+            float(eps), float(corr_weight), float(corr_weight_g), 1.0 / B, 1.0 / (B * n),
             LOSS=FUSED_LOSSES[loss], ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], ONE_BLOCK=cfg["ONE_BLOCK"],
             RBLOCK=min(1024, _pearson._next_pow2(cfg["grid"])), num_warps=cfg["num_warps"],
         )
@@ -208,6 +210,7 @@ def ogan_objective_triton(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> ObjectiveOutput:
     """Backend ``triton`` of op ``ogan_objective``: the fused kernel for qp/hinge, else the reference.
@@ -217,14 +220,15 @@ def ogan_objective_triton(
     ``torch.compile``: the operator, whose CPU implementation is the closed form).
     """
     if not is_fused(loss, dist, e_real, e_fake, z):
-        return ogan_objective_reference(e_real, e_fake, z, dist, loss, corr_weight, eps)
+        return ogan_objective_reference(e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     e_real, e_fake, z = e_real.detach(), e_fake.detach(), z.detach()
     dist = dist.detach() if dist is not None else None
+    weights = float(corr_weight), float(corr_weight_g)
     if e_fake.device.type == "cuda" or torch.compiler.is_compiling():
         return ObjectiveOutput(
-            *torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, float(corr_weight), float(eps))
+            *torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, *weights, float(eps))
         )
-    return _interpreted_objective(e_real, e_fake, z, dist, loss, float(corr_weight), float(eps))
+    return _interpreted_objective(e_real, e_fake, z, dist, loss, *weights, float(eps))
 
 
 @torch.compiler.disable
@@ -240,6 +244,7 @@ def ogan_objective_reference(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> ObjectiveOutput:
     """Reference implementation: autograd on detached float32 (or float64) copies."""
@@ -252,9 +257,8 @@ def ogan_objective_reference(
         ef = e_fake.detach().to(dtype).requires_grad_(True)
         s_real, s_fake = er.mean(dim=1), ef.mean(dim=1)
         rho = pearson_reference(z.detach(), ef, eps)
-        corr = corr_weight * rho.mean()
-        loss_d = adv.d_loss(s_real, s_fake, dist).mean() - corr
-        loss_g = adv.g_loss(s_fake).mean() - corr
+        loss_d = adv.d_loss(s_real, s_fake, dist).mean() - corr_weight * rho.mean()
+        loss_g = adv.g_loss(s_fake).mean() - corr_weight_g * rho.mean()
         grad_real, grad_fake_d = torch.autograd.grad(loss_d, (er, ef), retain_graph=True)
         (grad_fake_g,) = torch.autograd.grad(loss_g, ef)
     return ObjectiveOutput(
@@ -274,6 +278,7 @@ def ogan_objective_closed_form(
     dist: Optional[Tensor],
     loss: str,
     corr_weight: float,
+    corr_weight_g: float,
     eps: float,
 ) -> ObjectiveOutput:
     """The fused losses (``"qp"``, ``"hinge"``) in closed form with torch ops (no autograd).
@@ -300,16 +305,16 @@ def ogan_objective_closed_form(
         d_row = a.clamp_min(0) + b.clamp_min(0)
         slope_real, slope_fake = -(a > 0).to(dtype), (b > 0).to(dtype)
     rho = pearson_reference(z.detach(), ef, eps)
-    _, corr = pearson_grad_reference(torch.ones_like(s_fake), z.detach(), ef, eps, -corr_weight / B, False, True)
+    _, corr = pearson_grad_reference(torch.ones_like(s_fake), z.detach(), ef, eps, -1.0 / B, False, True)
     grad_real = (slope_real / (B * n)).unsqueeze(1).expand(B, n)
     mean_rho = rho.mean()
     return ObjectiveOutput(
         (d_row.mean() - corr_weight * mean_rho).to(rho.dtype),
-        (-s_fake.mean() - corr_weight * mean_rho).to(rho.dtype),
+        (-s_fake.mean() - corr_weight_g * mean_rho).to(rho.dtype),
         rho,
         grad_real.to(e_real.dtype).contiguous(),
-        (corr + (slope_fake / (B * n)).unsqueeze(1)).to(e_fake.dtype),
-        (corr - 1.0 / (B * n)).to(e_fake.dtype),
+        (corr_weight * corr + (slope_fake / (B * n)).unsqueeze(1)).to(e_fake.dtype),
+        (corr_weight_g * corr - 1.0 / (B * n)).to(e_fake.dtype),
     )
 
 

@@ -142,7 +142,7 @@ def _step(op: str, fn: Callable, B: int, n: int, dtype: torch.dtype, device: tor
         dist = (torch.rand(B, generator=gen) + 0.1).to(device)
 
         def run() -> object:
-            return fn(e_real, e, z, dist, "qp", 0.5, EPS)
+            return fn(e_real, e, z, dist, "qp", 0.5, 0.5, EPS)
 
         return run, 6 * size
     raise ValueError(f"unknown op {op!r}; known: {list(BENCH_OPS)}")

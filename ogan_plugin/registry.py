@@ -37,7 +37,8 @@ OPS: dict[str, str] = {
     "(differentiable w.r.t. z and e)",
     "correlation_loss": "fn(z, e, weight: float, eps: float) -> float32 scalar "
     "= -weight * mean(rho) (differentiable)",
-    "ogan_objective": "fn(e_real, e_fake, z, dist | None, loss: str, corr_weight: float, eps: float) "
+    "ogan_objective": "fn(e_real, e_fake, z, dist | None, loss: str, corr_weight: float, corr_weight_g: float, "
+    "eps: float) "
     "-> ObjectiveOutput (values and gradients, see ogan_plugin.kernels.single_loss)",
 }
 

@@ -220,27 +220,6 @@ def _dot(e: Tensor, g: Tensor) -> Tensor:
     return (e.to(dtype) * g.to(dtype)).sum().float()
 
 
-def _generator_corr_weight(
-    out: ObjectiveOutput, e_fake: Tensor, z_flat: Tensor, corr_weight: float, corr_weight_g: float, eps: float
-) -> ObjectiveOutput:
-    """``out`` (computed with ``corr_weight`` in both losses) with ``corr_weight_g`` in L_G.
-
-    The correlation term enters L_G's value and gradient stream linearly, so changing its
-    weight by ``delta = corr_weight_g - corr_weight`` adds ``-delta * mean(rho)`` to the
-    value and ``delta * d(-mean rho)/de_fake`` to ``grad_fake_g``; the gradient comes from
-    the registry's ``correlation_loss`` operation.  L_D and its streams are unchanged.
-    """
-    delta = corr_weight_g - corr_weight
-    corr = dispatch("correlation_loss", e_fake.device.type)
-    with torch.enable_grad():
-        ef = e_fake.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(corr(z_flat, ef, 1.0, eps), ef)
-    return out._replace(
-        loss_g=out.loss_g - delta * out.rho.float().mean().to(out.loss_g.dtype),
-        grad_fake_g=out.grad_fake_g + (delta * grad).to(out.grad_fake_g.dtype),
-    )
-
-
 # --- the functional form ------------------------------------------------------------------
 def _single_loss(
     generator: Callable[[Tensor], Tensor],
@@ -274,12 +253,10 @@ def _single_loss(
     z_flat = z.detach().flatten(1)
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
     fused = dispatch("ogan_objective", x_real.device.type, backend)
-    if corr_weight_g is None or corr_weight_g == corr_weight:
-        objective = fused
-    else:
-        def objective(e_real: Tensor, e_fake: Tensor, *args: Any) -> ObjectiveOutput:
-            out = fused(e_real, e_fake, *args)
-            return _generator_corr_weight(out, e_fake, z_flat, corr_weight, corr_weight_g, eps)
+    weight_g = corr_weight if corr_weight_g is None else corr_weight_g
+
+    def objective(e_real: Tensor, e_fake: Tensor) -> ObjectiveOutput:
+        return fused(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, weight_g, eps)
 
     if routing == "split":
         # D's input for the fakes: a leaf cut from G's graph.
@@ -288,7 +265,7 @@ def _single_loss(
         if concat_batches:
             raw = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)])).raw
             e_real, e_fake = raw[:B], raw[B:]
-            out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+            out = objective(e_real, e_fake)
             route = (
                 [raw],
                 [torch.cat([out.grad_real, out.grad_fake_d])],
@@ -300,7 +277,7 @@ def _single_loss(
         else:
             e_real = D.decompose(x_real).raw
             e_fake = D.decompose(x_leaf).raw
-            out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+            out = objective(e_real, e_fake)
             route = ([e_fake], [out.grad_fake_d], [out.grad_fake_g], x_leaf, params)
             surrogate = _dot(e_real, out.grad_real) + _SplitRoute.apply(route, x_fake, *params)
     else:
@@ -320,7 +297,7 @@ def _single_loss(
             e_real = D.decompose(x_real).raw
             e_sg = D.decompose(x_fake.detach()).raw
             e_fake = D.decompose(x_fake).raw
-        out = objective(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, eps)
+        out = objective(e_real, e_fake)
         surrogate = (
             _dot(e_real, out.grad_real)
             + _dot(e_fake, out.grad_fake_g)

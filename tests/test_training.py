@@ -241,7 +241,7 @@ def test_objective_comes_from_the_registry():
     reference = ogan_plugin.get_registry().resolve("ogan_objective", "cpu", "reference").fn
 
     def spy(*args):
-        calls.append(args[4])
+        calls.append(args[4:7])  # loss, corr_weight, corr_weight_g
         return reference(*args)
 
     plugin = types.SimpleNamespace(ogan_backends=hookimpl(lambda: [Backend("ogan_objective", "spy", spy, priority=-5)]))
@@ -251,9 +251,11 @@ def test_objective_comes_from_the_registry():
         G, D = make_pair()
         x, z = batch()
         single_loss(G, D, x, z, "wgan", backend="spy").backward()
-        assert calls == ["wgan"]
+        assert calls == [("wgan", 0.5, 0.5)]
+        single_loss(G, D, x, z, "wgan", corr_weight=2.0, corr_weight_g=0.25, backend="spy")
+        assert calls[-1] == ("wgan", 2.0, 0.25)  # both weights reach the operation
         single_loss(G, D, x, z, "wgan")  # the automatic choice is not the low-priority spy
-        assert calls == ["wgan"]
+        assert len(calls) == 2
     finally:
         reg.unregister(name="spy-objective")
 

@@ -130,10 +130,10 @@ def test_compile_fused_objective_operator_fullgraph_matches_reference(loss: str)
     dist = torch.rand(8, generator=g) + 0.1 if loss == "qp" else None
 
     def objective(e_real, e_fake, z, dist):
-        return torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, 0.5, ogan_plugin.EPS)
+        return torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, 0.5, 1.5, ogan_plugin.EPS)
 
     got = torch.compile(objective, fullgraph=True)(e_real, e_fake, z, dist)
-    want = ogan_objective_reference(e_real, e_fake, z, dist, loss, 0.5, ogan_plugin.EPS)
+    want = ogan_objective_reference(e_real, e_fake, z, dist, loss, 0.5, 1.5, ogan_plugin.EPS)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

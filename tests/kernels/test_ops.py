@@ -27,9 +27,9 @@ def test_operators_pass_opcheck():
         (torch.ops.ogan_plugin.correlation_loss.default, (z.requires_grad_(True), e, 0.5, 1e-6)),
         (torch.ops.ogan_plugin.pearson_backward.default, (torch.randn(4), z.detach(), e.detach(), 1e-6, 2.0, False, True)),
         (torch.ops.ogan_plugin.ogan_objective.default,
-         (torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6), torch.rand(4) + 0.1, "qp", 0.5, 1e-6)),
+         (torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6), torch.rand(4) + 0.1, "qp", 0.5, 1.5, 1e-6)),
         (torch.ops.ogan_plugin.ogan_objective.default,
-         (torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6), None, "hinge", 0.5, 1e-6)),
+         (torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6), None, "hinge", 0.5, 0.0, 1e-6)),
     ]
     for op, args in cases:
         result = torch.library.opcheck(op, args)
