@@ -188,14 +188,18 @@ def get_loss(loss: "str | AdversarialLoss") -> AdversarialLoss:
 
 
 # --- the O-GAN loss ----------------------------------------------------------------------
-def check_corr_weights(corr_weight: Any, corr_weight_g: Any = None) -> None:
+def check_corr_weights(corr_weight: Any, corr_weight_g: Any = None) -> tuple[float, float]:
     """Raise ``ValueError`` naming the argument unless both weights are numbers >= 0
-    (``corr_weight_g`` may be None: the same as ``corr_weight``)."""
+    (``corr_weight_g`` may be None: the same as ``corr_weight``).
+
+    Returns ``(corr_weight, corr_weight_g)`` as floats, None resolved to ``corr_weight``.
+    """
     for name, w in (("corr_weight", corr_weight), ("corr_weight_g", corr_weight_g)):
         if w is None and name == "corr_weight_g":
             continue
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
             raise ValueError(f"{name} must be a number >= 0{' or None' if name == 'corr_weight_g' else ''}, got {w!r}")
+    return float(corr_weight), float(corr_weight if corr_weight_g is None else corr_weight_g)
 
 
 class OGANLossTerms(NamedTuple):
@@ -228,9 +232,7 @@ class OGANLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.adversarial = get_loss(loss)
-        check_corr_weights(corr_weight, corr_weight_g)
-        self.corr_weight = float(corr_weight)
-        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
+        self.corr_weight, self.corr_weight_g = check_corr_weights(corr_weight, corr_weight_g)
         self.eps = eps
 
     def _dist(self, x_real: Optional[Tensor], x_fake: Optional[Tensor]) -> Optional[Tensor]:

@@ -110,12 +110,15 @@ def _check_modules(generator: Any, wrapped_discriminator: Any) -> None:
         )
 
 
-def _check_options(loss: Any, corr_weight: Any, routing: Any, corr_weight_g: Any = None) -> AdversarialLoss:
+def _check_options(
+    loss: Any, corr_weight: Any, routing: Any, corr_weight_g: Any = None
+) -> tuple[AdversarialLoss, float, float]:
+    """The loss, and the two weights as :func:`check_corr_weights` resolves them."""
     adv = get_loss(loss)
-    check_corr_weights(corr_weight, corr_weight_g)
+    weights = check_corr_weights(corr_weight, corr_weight_g)
     if routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
-    return adv
+    return (adv, *weights)
 
 
 def _check_batch(x_real: Any, z: Any, z_dim: int) -> None:
@@ -229,14 +232,14 @@ def _single_loss(
     adv: AdversarialLoss,
     loss_arg: Union[str, AdversarialLoss],
     corr_weight: float,
+    corr_weight_g: float,
     routing: str,
     concat_batches: bool,
     backend: Optional[str],
     eps: float,
     augment: Optional[Callable[[Tensor], Tensor]] = None,
-    corr_weight_g: Optional[float] = None,
 ) -> SingleLossOutput:
-    """The work of :func:`single_loss`, on checked arguments (``corr_weight_g`` None: ``corr_weight``)."""
+    """The work of :func:`single_loss`, on checked arguments (the weights resolved)."""
     generated = x_fake = generator(z)
     if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
         got = tuple(x_fake.shape) if isinstance(x_fake, Tensor) else type(x_fake).__name__
@@ -253,10 +256,9 @@ def _single_loss(
     z_flat = z.detach().flatten(1)
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
     fused = dispatch("ogan_objective", x_real.device.type, backend)
-    weight_g = corr_weight if corr_weight_g is None else corr_weight_g
 
     def objective(e_real: Tensor, e_fake: Tensor) -> ObjectiveOutput:
-        return fused(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, weight_g, eps)
+        return fused(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, corr_weight_g, eps)
 
     if routing == "split":
         # D's input for the fakes: a leaf cut from G's graph.
@@ -374,12 +376,12 @@ def single_loss(
         backward raises ``RuntimeError``).
     """
     _check_modules(generator, wrapped_discriminator)
-    adv = _check_options(loss, corr_weight, routing, corr_weight_g)
+    adv, weight_d, weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
     _check_batch(x_real, z, wrapped_discriminator.z_dim)
     _check_augment(augment)
     out = _single_loss(
-        generator, wrapped_discriminator, x_real, z, adv, loss, float(corr_weight), routing,
-        bool(concat_batches), backend, eps, augment, None if corr_weight_g is None else float(corr_weight_g),
+        generator, wrapped_discriminator, x_real, z, adv, loss, weight_d, weight_g, routing,
+        bool(concat_batches), backend, eps, augment,
     )
     return out if return_terms else out.loss
 
@@ -472,12 +474,10 @@ class SingleLossStep:
         _check_augment(augment)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-        self.adversarial = _check_options(loss, corr_weight, routing, corr_weight_g)
+        self.adversarial, self.corr_weight, self.corr_weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
         self.generator = generator
         self.discriminator = wrapped_discriminator
         self.loss = loss
-        self.corr_weight = float(corr_weight)
-        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
         self.routing = routing
         self.concat_batches = bool(concat_batches)
         self.backend = backend
@@ -574,8 +574,8 @@ class SingleLossStep:
             with self._autocast(x_real.device.type):
                 out = _single_loss(
                     self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
-                    self.corr_weight, self.routing, self.concat_batches, self.backend, self.eps, self.augment,
-                    self.corr_weight_g,
+                    self.corr_weight, self.corr_weight_g, self.routing, self.concat_batches, self.backend, self.eps,
+                    self.augment,
                 )
             if self.check_finite and not bool(torch.isfinite(out.loss)):
                 opt.zero_grad(set_to_none=True)

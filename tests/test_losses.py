@@ -84,6 +84,16 @@ def test_ogan_loss_is_adversarial_plus_correlation(name):
     torch.testing.assert_close(two.generator_loss(ef, z), adv.g_loss(ef.mean(1)).mean() + 4 * corr)
 
 
+def test_check_corr_weights_resolves_the_generators_weight():
+    from ogan_plugin.losses import check_corr_weights
+
+    assert check_corr_weights(2) == (2.0, 2.0)  # None: the same as corr_weight
+    got = check_corr_weights(3, 0)
+    assert got == (3.0, 0.0) and all(type(w) is float for w in got)
+    assert ogan_plugin.OGANLoss("qp", 1.5).corr_weight_g == 1.5
+    assert ogan_plugin.OGANLoss("qp", 1.5, corr_weight_g=0).corr_weight_g == 0.0
+
+
 def test_ogan_loss_bad_arguments():
     with pytest.raises(ValueError, match="corr_weight must be"):
         ogan_plugin.OGANLoss("qp", corr_weight=-1)

@@ -149,12 +149,14 @@ def _as_wrapped(discriminator: nn.Module) -> OGANDiscriminator:
     raise TypeError(f"discriminator must be an OGANDiscriminator, got {type(discriminator).__name__}")
 
 
-def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> None:
+def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[float, float]:
+    """Check the arguments; return the two weights as :func:`check_corr_weights` resolves them."""
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    check_corr_weights(corr_weight, corr_weight_g)
+    weights = check_corr_weights(corr_weight, corr_weight_g)
     if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    return weights
 
 
 class OGANHook:
@@ -183,11 +185,9 @@ class OGANHook:
         eps: float = EPS,
         backend: Optional[str] = None,
     ) -> None:
-        _check_args(generator, corr_weight, corr_weight_g, scaler)
+        self.corr_weight, self.corr_weight_g = _check_args(generator, corr_weight, corr_weight_g, scaler)
         self.discriminator = discriminator
         self.generator = generator
-        self.corr_weight = float(corr_weight)
-        self.corr_weight_g = self.corr_weight if corr_weight_g is None else float(corr_weight_g)
         self.scaler = scaler
         self.eps = eps
         self.backend = backend
@@ -361,12 +361,11 @@ def attach(
     another generator or weight it raises ``ValueError`` (call :func:`detach` first).
     """
     wrapped = _as_wrapped(discriminator)
-    _check_args(generator, corr_weight, corr_weight_g, scaler)
-    weight_g = corr_weight if corr_weight_g is None else corr_weight_g
+    weights = _check_args(generator, corr_weight, corr_weight_g, scaler)
     existing = OGANHook.of(wrapped)
     if existing is not None:
-        if (existing.generator is generator and existing.corr_weight == corr_weight
-                and existing.corr_weight_g == weight_g and existing.scaler is scaler):
+        if (existing.generator is generator and (existing.corr_weight, existing.corr_weight_g) == weights
+                and existing.scaler is scaler):
             return existing
         raise ValueError(
             "a hook is already attached to this discriminator (with another generator, weight or "
