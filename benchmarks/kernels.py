@@ -1,4 +1,4 @@
-"""Time forward+backward of the fused operations for every backend (see ogan_plugin.bench).
+"""Time forward+backward of the fused operations for every backend (see ogan_plugin.bench.kernels).
 
 The same as ``ogan-plugin bench``; every option of the command works here, e.g.
 

@@ -1,4 +1,4 @@
-"""Time full O-GAN training iterations: alternating vs single loss (see ogan_plugin.bench_step).
+"""Time full O-GAN training iterations: alternating vs single loss (see ogan_plugin.bench.step).
 
     python benchmarks/step.py --iters 40 --warmup 5 --csv step.csv
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ogan_plugin.bench_step import DEFAULT_VARIANTS, VARIANTS, run_step_benchmark
+from ogan_plugin.bench.step import DEFAULT_VARIANTS, VARIANTS, run_step_benchmark
 
 
 def main() -> None:

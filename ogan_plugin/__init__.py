@@ -31,7 +31,7 @@ from ogan_plugin.ema import EMA
 from ogan_plugin.training import SingleLossOutput, SingleLossStep, StepResult, single_loss
 from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EPS",

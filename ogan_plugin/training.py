@@ -43,7 +43,7 @@ that concatenates the batches does: training-mode BatchNorm then normalises with
 statistics of the mixed batch, which changes the outputs and the gradients.  Without
 batch-dependent layers (or in eval mode) both give the same result.  It is not faster
 with "split" on CPU (the generator's product then runs over both halves; see
-``ogan_plugin.bench_step``).
+``ogan_plugin.bench.step``).
 """
 
 from __future__ import annotations

@@ -31,3 +31,23 @@ def test_unknown_command_is_rejected():
     with pytest.raises(SystemExit) as exc:
         cli.main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_an_expected_error_is_one_line_with_status_2_from_the_real_command(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "ogan_plugin", "demo", "--steps", "-5", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["ogan-plugin demo: error: --steps must be an int >= 1, got -5"]
+    res = subprocess.run([sys.executable, "-m", "ogan_plugin", "plugins", "--device", "tpu"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "ogan-plugin plugins: error: --device must be cpu or cuda, got 'tpu'"
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    import ogan_plugin.cli as cli_module
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli_module, "run", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["plugins"])

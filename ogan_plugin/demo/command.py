@@ -2,7 +2,7 @@
 
 With no arguments: scikit-learn's handwritten digits (1797 real 8x8 scans, shipped with
 scikit-learn, no download) upsampled to 16x16, a held-out fifth (fixed seed, stratified)
-never trained on, the DCGAN-like pair of :mod:`ogan_plugin.models` with the
+never trained on, the DCGAN-like pair of :mod:`ogan_plugin.demo.models` with the
 discriminator widened by :func:`ogan_plugin.wrap`, trained with
 :class:`ogan_plugin.SingleLossStep` (QP loss, single loss, default routing) for 3000
 steps of batch 64.  Four choices differ from the official recipe, each measured on this
@@ -41,18 +41,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+
+from ogan_plugin.cli import CommandError
+from ogan_plugin.demo.train import CHECKPOINT
 
 __all__ = ["configure", "run", "DEFAULTS", "TRAINING_OPTIONS"]
 
@@ -90,7 +87,6 @@ TRAINING_OPTIONS = (
     "translate_p", "width", "d_norm", "seed", "held_out", "channels", "image_size", "data",
 )
 
-CHECKPOINT = "checkpoint.pt"
 
 #: values of training options for checkpoints written before the option existed
 _BEFORE_OPTION = {"translate": 0, "corr_weight_g": None}
@@ -197,7 +193,7 @@ def _device(name: str) -> torch.device:
 
 # --- data -----------------------------------------------------------------------------------
 def _load_data(cfg: dict[str, Any]):
-    from ogan_plugin import datasets
+    from ogan_plugin.demo import data as datasets
 
     if cfg["data"] is None:
         data = datasets.load_digits(cfg["image_size"] or 16)
@@ -215,242 +211,6 @@ def _load_data(cfg: dict[str, Any]):
         )
     return data, sp
 
-
-# --- models and training ----------------------------------------------------------------------
-def _build_pair(cfg: dict[str, Any], image_size: int, channels: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    from ogan_plugin.models import Discriminator, Generator
-
-    torch.manual_seed(cfg["seed"])
-    G = Generator(cfg["z_dim"], image_size, channels, cfg["width"])
-    D = Discriminator(image_size, channels, cfg["width"], cfg["d_norm"])
-    return G.to(device), D.to(device)
-
-
-def _optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=0.99)
-
-
-def _augment(cfg: dict[str, Any]):
-    """The translation applied to D's inputs (None when ``--translate 0``)."""
-    from ogan_plugin.augment import RandomTranslate
-
-    # fill -1: the images are in [-1, 1] and the digits' background is -1 (repeating the
-    # edge would smear the strokes that touch the border of the 8x8 scans)
-    if not cfg["translate"]:
-        return None
-    return RandomTranslate(cfg["translate"], cfg["translate_p"], fill=-1.0, seed=cfg["seed"] + 7)
-
-
-@dataclass
-class _Batches:
-    """Random training batches and noise from seeded generators (saved in checkpoints)."""
-
-    x: Tensor
-    z_dim: int
-    batch_size: int
-    device: torch.device
-    seed: int
-
-    def __post_init__(self) -> None:
-        self.data_rng = torch.Generator().manual_seed(self.seed + 1)
-        self.noise_rng = torch.Generator().manual_seed(self.seed + 2)
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.data_rng)
-        z = torch.randn(self.batch_size, self.z_dim, generator=self.noise_rng)
-        return self.x[idx].to(self.device), z.to(self.device)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.data_rng.set_state(state["data"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
-        self.noise_rng.set_state(state["noise"].cpu())
-
-
-class _Progress:
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, step: int, every: int, **values: float) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        if step % every == 0:
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _Interrupted(Exception):
-    """Training stopped at a step boundary after Ctrl-C (checkpoint saved)."""
-
-
-class _StopOnInterrupt:
-    """While active (main thread only), the first Ctrl-C sets :attr:`requested` so that
-    training stops cleanly after the current step; a second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    def __enter__(self) -> "_StopOnInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _save_checkpoint(path: Path, **state: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress: bool):
-    """Train (or resume) the O-GAN; returns (G, wrapped D, trainer, history, seconds, steps run)."""
-    import ogan_plugin
-
-    channels, size = sp.train_x.shape[1], sp.train_x.shape[-1]
-    G, D = _build_pair(cfg, size, channels, device)
-    D = ogan_plugin.wrap(D, cfg["z_dim"])
-    opt = _optimizer(list(G.parameters()) + list(D.parameters()), cfg)
-    trainer = ogan_plugin.SingleLossStep(
-        G, D, loss=cfg["loss"], corr_weight=cfg["corr_weight"], corr_weight_g=cfg["corr_weight_g"], optimizer=opt,
-        routing=cfg["routing"],
-        ema_decay=cfg["ema_decay"] or None, augment=_augment(cfg),
-    )
-    batches = _Batches(sp.train_x, cfg["z_dim"], cfg["batch_size"], device, cfg["seed"])
-    history: dict[str, list[float]] = {"loss_d": [], "loss_g": [], "rho": []}
-    ckpt = out / CHECKPOINT
-    if resume:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        G.load_state_dict(state["generator"])
-        D.load_state_dict(state["discriminator"])
-        trainer.load_state_dict(state["trainer"])
-        batches.load_state_dict(state["rng"]["batches"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        history = state["history"]
-
-    def save() -> None:
-        _save_checkpoint(
-            ckpt, generator=G.state_dict(), discriminator=D.state_dict(), trainer=trainer.state_dict(),
-            step=trainer.step_count, config={k: v for k, v in cfg.items() if not k.startswith("_")},
-            rng={"batches": batches.state_dict(), "torch": torch.get_rng_state()}, history=history,
-        )
-
-    start = trainer.step_count
-    bar = _Progress(cfg["steps"], start, "O-GAN", progress)
-    t0 = time.perf_counter()
-    with _StopOnInterrupt() as stop:
-        for _ in range(start, cfg["steps"]):
-            x, z = batches.next()
-            r = trainer.step(x, z)
-            history["loss_d"].append(float(r.loss_d))
-            history["loss_g"].append(float(r.loss_g))
-            history["rho"].append(float(r.rho))
-            bar.update(r.step, 10, loss_d=history["loss_d"][-1], loss_g=history["loss_g"][-1],
-                       rho=sum(history["rho"][-50:]) / len(history["rho"][-50:]))
-            if stop.requested:
-                bar.close()
-                save()
-                raise _Interrupted(r.step)
-            if r.step % cfg["checkpoint_every"] == 0 and r.step < cfg["steps"]:
-                save()
-    bar.close()
-    seconds = time.perf_counter() - t0
-    save()
-    return G, D, trainer, history, seconds, trainer.step_count - start
-
-
-def _train_plain(cfg, sp, device: torch.device, progress: bool):
-    """The same pair as a plain GAN: 1-output head, same loss, alternating D and G updates,
-    same steps, seed, batches and noise.  Returns (G for sampling, seconds)."""
-    from ogan_plugin.ema import EMA
-    from ogan_plugin.losses import get_loss, pixel_distance
-
-    channels, size = sp.train_x.shape[1], sp.train_x.shape[-1]
-    G, D = _build_pair(cfg, size, channels, device)
-    adv = get_loss(cfg["loss"])
-    opt_g, opt_d = _optimizer(G.parameters(), cfg), _optimizer(D.parameters(), cfg)
-    ema = EMA(G, cfg["ema_decay"]) if cfg["ema_decay"] else None
-    aug = _augment(cfg) or (lambda x: x)
-    batches = _Batches(sp.train_x, cfg["z_dim"], cfg["batch_size"], device, cfg["seed"])
-    bar = _Progress(cfg["steps"], 0, "plain GAN", progress)
-    t0 = time.perf_counter()
-    for step in range(1, cfg["steps"] + 1):
-        x, z = batches.next()
-        x, fake = aug(x), G(z)
-        fake_d = aug(fake.detach())
-        dist = pixel_distance(x, fake_d) if adv.needs_dist else None
-        loss_d = adv.d_loss(D(x).view(-1), D(fake_d).view(-1), dist).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = adv.g_loss(D(aug(fake)).view(-1)).mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        if ema is not None:
-            ema.update()
-        bar.update(step, 10, loss_d=loss_d.item(), loss_g=loss_g.item())
-    bar.close()
-    return (ema.module if ema is not None else G), time.perf_counter() - t0
-
-
-# --- pictures ---------------------------------------------------------------------------------
-def _save_samples(G: nn.Module, path: Path, z_dim: int, seed: int) -> None:
-    """A 10 x 10 grid of G(z); the same z for the O-GAN's and the plain GAN's grid."""
-    from ogan_plugin.evaluate import generate
-    from ogan_plugin.images import save_grid
-
-    save_grid(generate(G, z_dim, 100, seed=seed + 3).cpu(), path, 10)
-
-
-def _pictures(G: nn.Module, D, sp, history: dict[str, list[float]], out: Path, z_dim: int, seed: int) -> None:
-    from ogan_plugin.evaluate import eval_mode, reconstruct_batched
-    from ogan_plugin.images import save_curves, save_grid
-    from ogan_plugin.reconstruction import interpolate
-
-    _save_samples(G, out / "samples.png", z_dim, seed)
-    test = sp.test_x
-    g = torch.Generator().manual_seed(seed + 4)
-    pick = torch.randperm(test.shape[0], generator=g)[: min(40, test.shape[0])]
-    originals = test[pick]
-    rec = reconstruct_batched(G, D, originals)
-    n = originals.shape[0]
-    cols = min(10, n)
-    rows = []
-    for i in range(0, n - n % cols if n >= cols else n, cols):
-        rows += [originals[i : i + cols], rec[i : i + cols]]
-    save_grid(torch.cat(rows), out / "reconstructions.png", cols)
-    k = min(8, test.shape[0] // 2)
-    pairs = torch.randperm(test.shape[0], generator=g)[: 2 * k]
-    device = next(D.parameters()).device
-    with eval_mode(G, D):
-        morph = interpolate(G, D, test[pairs[:k]].to(device), test[pairs[k:]].to(device), steps=10)
-    save_grid(morph.float().cpu(), out / "interpolations.png")
-    steps = list(range(1, len(history["rho"]) + 1))
-    smooth = max(1, len(steps) // 100)
-    save_curves(
-        {"losses": {"loss_d": history["loss_d"], "loss_g": history["loss_g"]}, "correlation rho(z, E(G(z)))": {"rho": history["rho"]}},
-        out / "training.png", steps=steps, smooth=smooth,
-    )
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -499,38 +259,60 @@ def _json_ready(x: Any) -> Any:
 
 
 # --- the command ----------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
-    """``ogan-plugin demo``: train, evaluate, draw, save."""
+def _prepare(args: argparse.Namespace):
+    """Options, checkpoint, device, data and output folder, checked before any training.
+
+    Every expected failure here (a bad option, unreadable data, a missing or unreadable
+    checkpoint, an output path that is a file) becomes a :class:`~ogan_plugin.cli.CommandError`:
+    one line on stderr and exit status 2.
+    """
     cfg = _config(args)
     out = Path(cfg["out"])
     resume = bool(getattr(args, "resume", False))
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {str(out)!r} is a file; give a folder (it is created if missing)")
     if resume:
         ckpt = out / CHECKPOINT
         if not ckpt.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {str(ckpt)!r} (run without --resume first)")
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+            raise CommandError(f"--resume: no checkpoint at {str(ckpt)!r} (run without --resume first)")
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+        except Exception as exc:  # a truncated or foreign file: torch/pickle raise many types
+            raise CommandError(f"--resume: cannot read the checkpoint {str(ckpt)!r}: {type(exc).__name__}: {exc}") from exc
         for k in TRAINING_OPTIONS:
             if k in cfg["_given"] and cfg[k] != saved.get(k):
-                raise ValueError(
+                raise CommandError(
                     f"--resume: --{k.replace('_', '-')} {cfg[k]!r} differs from the checkpoint's {saved.get(k)!r}; "
                     "a resumed run keeps the checkpoint's training options"
                 )
             cfg[k] = saved.get(k, _BEFORE_OPTION.get(k, cfg[k]))
-    _validate(cfg)
+    try:
+        _validate(cfg)
+        device = _device(cfg["device"])
+        data, sp = _load_data(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, TypeError, OSError) as exc:  # bad options or data: the messages name them
+        raise CommandError(str(exc)) from exc
     if cfg["threads"] is not None:
         torch.set_num_threads(cfg["threads"])
-    device = _device(cfg["device"])
-    data, sp = _load_data(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out, resume, device, data, sp
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ogan-plugin demo``: train, evaluate, draw, save."""
+    cfg, out, resume, device, data, sp = _prepare(args)
     print(
         f"data: {data.source}: {len(data)} images {tuple(data.x.shape[1:])}, {sp.train_x.shape[0]} for training, "
         f"{sp.test_x.shape[0]} held out; device {device}, {torch.get_num_threads()} CPU threads",
         flush=True,
     )
     progress = not getattr(args, "no_progress", False)
+    from ogan_plugin.demo.pictures import save_pictures, save_samples
+    from ogan_plugin.demo.train import Interrupted, train_ogan, train_plain
+
     try:
-        G, D, trainer, history, seconds, ran = _train_ogan(cfg, sp, out, device, resume, progress)
-    except _Interrupted as stopped:
+        G, D, trainer, history, seconds, ran = train_ogan(cfg, sp, out, device, resume, progress)
+    except Interrupted as stopped:
         print(f"interrupted after step {stopped}: checkpoint saved to {out / CHECKPOINT}; continue with --resume",
               file=sys.stderr)
         return 130
@@ -560,12 +342,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if ran == 0:
         metrics.pop("steps_per_second")
-    _pictures(G_eval, D, sp, history, out, cfg["z_dim"], cfg["seed"])
+    save_pictures(G_eval, D, sp, history, out, cfg["z_dim"], cfg["seed"])
 
     written = ["samples.png", "reconstructions.png", "interpolations.png", "training.png"]
     if getattr(args, "compare_plain", False):
-        G_plain, plain_seconds = _train_plain(cfg, sp, device, progress)
-        _save_samples(G_plain, out / "plain_samples.png", cfg["z_dim"], cfg["seed"])
+        G_plain, plain_seconds = train_plain(cfg, sp, device, progress)
+        save_samples(G_plain, out / "plain_samples.png", cfg["z_dim"], cfg["seed"])
         written.append("plain_samples.png")
         plain: dict[str, Any] = {"train_seconds": plain_seconds, "steps_per_second": cfg["steps"] / plain_seconds}
         if clf is not None:

@@ -1,4 +1,4 @@
-"""ogan_plugin.datasets: the digits, image folders, arrays, the held-out split, bad inputs."""
+"""ogan_plugin.demo.data: the digits, image folders, arrays, the held-out split, bad inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ogan_plugin import datasets
+from ogan_plugin.demo import data as datasets
 
 
 def test_digits_are_upsampled_and_scaled():

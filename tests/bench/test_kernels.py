@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from ogan_plugin import bench, cli
+from ogan_plugin import cli
+from ogan_plugin.bench import kernels as bench
 
 
 def test_bench_prints_a_table_and_writes_csv_and_png(tmp_path, capsys):
@@ -49,7 +50,7 @@ def test_bench_rejects_bad_arguments(capsys):
 
 
 def test_step_flag_runs_the_training_step_benchmark(monkeypatch, tmp_path):
-    import ogan_plugin.bench_step as bench_step
+    import ogan_plugin.bench.step as bench_step
 
     calls = []
     monkeypatch.setattr(bench_step, "run_step_benchmark", lambda **kw: calls.append(kw) or [])

@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ogan_plugin.bench import sync
+from ogan_plugin.bench.timing import sync
 from ogan_plugin.head import wrap
 from ogan_plugin.losses import OGANLoss, pixel_distance, qp_d_loss, qp_g_loss
 from ogan_plugin.training import SingleLossStep

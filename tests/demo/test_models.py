@@ -1,4 +1,4 @@
-"""ogan_plugin.models: the demo's generator and discriminator."""
+"""ogan_plugin.demo.models: the demo's generator and discriminator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ogan_plugin
-from ogan_plugin.models import DISCRIMINATOR_NORMS, Discriminator, Generator
+from ogan_plugin.demo.models import DISCRIMINATOR_NORMS, Discriminator, Generator
 
 
 @pytest.mark.parametrize("size", [8, 16, 32])

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ogan_plugin import cli, demo
+from ogan_plugin import cli
+from ogan_plugin.demo import command as demo
 
 # small and fast: narrow nets, few steps, few samples for the metrics
 FAST = ["--width", "8", "--batch-size", "16", "--eval-samples", "100", "--no-progress", "--threads", "1"]
@@ -100,13 +101,24 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
 
 
-def test_resume_refuses_other_training_options(tmp_path):
+def _fails(capsys, *argv: str) -> str:
+    """Run ``ogan-plugin demo ARGV``: exit status 2 and one error line on stderr, returned."""
+    assert cli.main(["demo", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ogan-plugin demo: error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_resume_refuses_other_training_options(tmp_path, capsys):
     out = tmp_path / "r"
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        cli.main(["demo", "--out", str(out), "--resume", *FAST])
+    assert "no checkpoint" in _fails(capsys, "--out", str(out), "--resume", *FAST)
     assert cli.main(["demo", "--out", str(out), "--steps", "2", *FAST]) == 0
-    with pytest.raises(ValueError, match="--lr .* differs from the checkpoint"):
-        cli.main(["demo", "--out", str(out), "--resume", "--steps", "3", "--lr", "0.01", *FAST])
+    capsys.readouterr()
+    line = _fails(capsys, "--out", str(out), "--resume", "--steps", "3", "--lr", "0.01", *FAST)
+    assert "--lr 0.01 differs from the checkpoint" in line
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert "cannot read the checkpoint" in _fails(capsys, "--out", str(out), "--resume", "--steps", "3", *FAST)
 
 
 def test_resume_of_a_checkpoint_from_before_the_shifts_and_the_generator_weight(tmp_path):
@@ -122,30 +134,56 @@ def test_resume_of_a_checkpoint_from_before_the_shifts_and_the_generator_weight(
     assert config["translate"] == 0 and config["corr_weight_g"] is None  # G's weight = corr_weight, as then
 
 
-def test_bad_data_inputs(tmp_path):
+def test_bad_data_inputs(tmp_path, capsys):
+    o = str(tmp_path / "o")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="empty"):
-        cli.main(["demo", "--data", str(empty), "--out", str(tmp_path / "o"), *FAST])
+    assert "empty" in _fails(capsys, "--data", str(empty), "--out", o, *FAST)
+    assert "does not exist" in _fails(capsys, "--data", str(tmp_path / "nowhere"), "--out", o, *FAST)
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.txt").write_text("x")
-    with pytest.warns(UserWarning, match="skipped 1 of 1"), pytest.raises(ValueError, match="no readable images"):
-        cli.main(["demo", "--data", str(junk), "--out", str(tmp_path / "o"), *FAST])
+    with pytest.warns(UserWarning, match="skipped 1 of 1"):
+        assert "no readable images" in _fails(capsys, "--data", str(junk), "--out", o, *FAST)
     odd = tmp_path / "odd.npy"
     np.save(odd, np.zeros((40, 12, 12), dtype=np.uint8))
-    with pytest.raises(ValueError, match="power-of-two"):
-        cli.main(["demo", "--data", str(odd), "--out", str(tmp_path / "o"), *FAST])
-    with pytest.raises(ValueError, match="--held-out"):
-        cli.main(["demo", "--held-out", "0.05", "--out", str(tmp_path / "o"), *FAST])
-    with pytest.raises(ValueError, match="loss"):
-        cli.main(["demo", "--loss", "nope", "--out", str(tmp_path / "o"), *FAST])
-    with pytest.raises(ValueError, match="--translate must be an int >= 0"):
-        cli.main(["demo", "--translate", "-1", "--out", str(tmp_path / "o"), *FAST])
-    with pytest.raises(ValueError, match="--translate-p must be in"):
-        cli.main(["demo", "--translate-p", "1.5", "--out", str(tmp_path / "o"), *FAST])
-    with pytest.raises(ValueError, match="--corr-weight-g must be >= 0"):
-        cli.main(["demo", "--corr-weight-g", "-1", "--out", str(tmp_path / "o"), *FAST])
+    assert "power-of-two" in _fails(capsys, "--data", str(odd), "--out", o, *FAST)
+    assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "-5"], "--steps must be an int >= 1, got -5"),
+        (["--held-out", "0.05"], "--held-out"),
+        (["--loss", "nope"], "loss"),
+        (["--translate", "-1"], "--translate must be an int >= 0"),
+        (["--translate-p", "1.5"], "--translate-p must be in"),
+        (["--corr-weight-g", "-1"], "--corr-weight-g must be >= 0"),
+        (["--device", "tpu:9"], "--device"),
+    ],
+)
+def test_bad_options_get_one_line_and_status_2(tmp_path, capsys, argv, message):
+    assert message in _fails(capsys, *argv, "--out", str(tmp_path / "o"), *FAST)
+
+
+def test_an_out_path_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert "is a file" in _fails(capsys, "--steps", "2", "--out", str(target), *FAST)
+    assert target.read_text() == "keep me"
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    from ogan_plugin.cli import CommandError
+
+    with pytest.raises(CommandError, match="--steps"):
+        cli.main(["demo", "--debug", "--steps", "-5", "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(CommandError, match="--steps"):
+        cli.main(["--debug", "demo", "--steps", "-5", "--out", str(tmp_path / "o"), *FAST])
+    monkeypatch.setenv("OGAN_PLUGIN_DEBUG", "1")
+    with pytest.raises(CommandError, match="--steps"):
+        cli.main(["demo", "--steps", "-5", "--out", str(tmp_path / "o"), *FAST])
 
 
 def test_unlabelled_array_data_runs(tmp_path):

@@ -1,4 +1,4 @@
-"""``ogan-plugin bench``: time forward+backward of the fused operations for every backend.
+"""The kernel benchmark (``ogan-plugin bench``): time forward+backward of the fused operations for every backend.
 
 For each operation (``pearson``, ``correlation_loss``, ``ogan_objective``), each backend
 that can run on the device, and each (B, n) of the sweep, it times one training use of the
@@ -15,20 +15,18 @@ z and writes three gradients (6 * B * n * itemsize).  The same byte count is use
 backend, so the column compares like with like; ``% copy`` relates it to the device's
 copy bandwidth measured here (2 * bytes of a large ``Tensor.copy_`` / its median time).
 
-``--step`` runs the training-step benchmark of :mod:`ogan_plugin.bench_step` instead.
+The training-step benchmark is :mod:`ogan_plugin.bench.step` (``ogan-plugin bench --step``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv as csv_module
-import statistics
-import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from ogan_plugin.bench.timing import device_name, median_seconds, parse_device, sig
 
 __all__ = ["BenchRow", "parse_sizes", "copy_bandwidth", "run_kernel_benchmark", "format_table", "write_csv", "plot"]
 
@@ -77,40 +75,13 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on CPU), so wall-clock times are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    if device.type == "cuda":
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-    else:
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def copy_bandwidth(device: torch.device, megabytes: Optional[int] = None, iters: int = 10) -> float:
     """Measured copy bandwidth of ``device`` in GB/s (2 * bytes copied / median time)."""
     megabytes = megabytes or (1024 if device.type == "cuda" else 64)
     numel = megabytes * (1 << 20) // 4
     src = torch.ones(numel, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    seconds = _median_seconds(lambda: dst.copy_(src), device, iters, warmup=2)
+    seconds = median_seconds(lambda: dst.copy_(src), device, iters, warmup=2)
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
@@ -171,13 +142,13 @@ def run_kernel_benchmark(
     for name, v, low in (("iters", iters, 1), ("warmup", warmup, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    dev = _device(device)
+    dev = parse_device(device)
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         raise ValueError(f"unknown ops {unknown}; known: {list(BENCH_OPS)}")
     reg = get_registry()
     copy_gbps = copy_bandwidth(dev)
-    out(f"device: {_device_name(dev)}; measured copy bandwidth {copy_gbps:.1f} GB/s")
+    out(f"device: {device_name(dev)}; measured copy bandwidth {copy_gbps:.1f} GB/s")
     rows: list[BenchRow] = []
     notes: set[str] = set()
     for op in ops:
@@ -197,13 +168,13 @@ def run_kernel_benchmark(
             for B, n in sizes:
                 try:
                     run, nbytes = _step(op, b.fn, B, n, DTYPES[dtype], dev)
-                    seconds = _median_seconds(run, dev, iters, warmup)
+                    seconds = median_seconds(run, dev, iters, warmup)
                 except Exception as exc:  # a backend failing here (e.g. no C++ compiler for torch.compile)
                     notes.add(f"{b.name}: failed for {op} at {B}x{n}: {type(exc).__name__}: {exc}")
                     break
                 gbps = nbytes / seconds / 1e9
-                rows.append(BenchRow(str(dev), op, b.name, B, n, dtype, _sig(seconds * 1e6),
-                                     _sig(gbps), _sig(100 * gbps / copy_gbps), None))
+                rows.append(BenchRow(str(dev), op, b.name, B, n, dtype, sig(seconds * 1e6),
+                                     sig(gbps), sig(100 * gbps / copy_gbps), None))
     reference = {(r.op, r.B, r.n): r.median_us for r in rows if r.backend == "reference"}
     for r in rows:
         base = reference.get((r.op, r.B, r.n))
@@ -212,30 +183,6 @@ def run_kernel_benchmark(
         out(note)
     return rows
 
-
-def _sig(x: float) -> float:
-    return float(f"{x:.4g}")
-
-
-def _device(text: str) -> torch.device:
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {text!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device")
-    return dev
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    import os
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
@@ -313,61 +260,3 @@ def plot(rows: Sequence[BenchRow], path: str, title: str = "") -> None:
         draw.rectangle((x, y + 2, x + 14, y + 12), fill=_COLOURS[j % len(_COLOURS)])
         draw.text((x + 20, y), backend, fill="black", font=font)
     img.save(path, format="PNG")
-
-
-# --- the subcommand ----------------------------------------------------------------------
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ogan-plugin bench``."""
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
-    parser.add_argument("--sizes", default=None,
-                        help="comma-separated BxN sweep (default: " + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items()) + ")")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="input dtype (default float32)")
-    parser.add_argument("--ops", default=",".join(BENCH_OPS), help="comma-separated operations (default: all)")
-    parser.add_argument("--backends", default=None, help="comma-separated backends (default: every one that runs here)")
-    parser.add_argument("--iters", type=int, default=None, help="timed runs (default 20; --step: its own default)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3; --step: its own default)")
-    parser.add_argument("--csv", default=None, metavar="PATH", help="also write the numbers to this CSV file")
-    parser.add_argument("--plot", default=None, metavar="PATH", help="also draw a PNG chart (needs Pillow)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for the CPU (default: torch's choice; 1 is steadier on a busy machine)")
-    parser.add_argument("--step", action="store_true",
-                        help="run the training-step benchmark (ogan_plugin.bench_step) instead of the kernel sweep")
-    parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``ogan-plugin bench``."""
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.threads is not None:
-        if args.threads < 1:
-            print("ogan-plugin bench: error: --threads must be >= 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
-    if args.step:
-        from ogan_plugin.bench_step import run_step_benchmark
-
-        kwargs = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup)) if v is not None}
-        run_step_benchmark(batch_size=args.batch_size, device=device, csv=args.csv, **kwargs)
-        return 0
-    try:
-        sizes = parse_sizes(args.sizes or DEFAULT_SIZES[_device(device).type])
-        rows = run_kernel_benchmark(
-            sizes,
-            device=device,
-            dtype=args.dtype,
-            ops=[o.strip() for o in args.ops.split(",") if o.strip()],
-            backends=None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()],
-            iters=20 if args.iters is None else args.iters,
-            warmup=3 if args.warmup is None else args.warmup,
-        )
-    except ValueError as exc:
-        print(f"ogan-plugin bench: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(rows))
-    if args.csv:
-        write_csv(rows, args.csv)
-        print(f"wrote {args.csv}")
-    if args.plot and rows:
-        plot(rows, args.plot, f"ogan-plugin bench on {device} ({args.dtype}): median forward+backward (us, log)")
-        print(f"wrote {args.plot}")
-    return 0

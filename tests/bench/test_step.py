@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from ogan_plugin.bench_step import VARIANTS, dcgan32_pair, run_step_benchmark
+from ogan_plugin.bench.step import VARIANTS, dcgan32_pair, run_step_benchmark
 
 
 def test_dcgan32_pair_shapes():

@@ -1,0 +1,77 @@
+"""``ogan-plugin bench``: the command line of the benchmarks.
+
+Without options it runs the kernel sweep of :mod:`ogan_plugin.bench.kernels`; ``--step``
+runs the training-step benchmark of :mod:`ogan_plugin.bench.step`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ogan_plugin.bench.kernels import BENCH_OPS, DEFAULT_SIZES, DTYPES
+from ogan_plugin.cli import CommandError
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ogan-plugin bench``."""
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated BxN sweep (default: " + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items()) + ")")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="input dtype (default float32)")
+    parser.add_argument("--ops", default=",".join(BENCH_OPS), help="comma-separated operations (default: all)")
+    parser.add_argument("--backends", default=None, help="comma-separated backends (default: every one that runs here)")
+    parser.add_argument("--iters", type=int, default=None, help="timed runs (default 20; --step: its own default)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3; --step: its own default)")
+    parser.add_argument("--csv", default=None, metavar="PATH", help="also write the numbers to this CSV file")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="also draw a PNG chart (needs Pillow)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the CPU (default: torch's choice; 1 is steadier on a busy machine)")
+    parser.add_argument("--step", action="store_true",
+                        help="run the training-step benchmark (ogan_plugin.bench.step) instead of the kernel sweep")
+    parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ogan-plugin bench``."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.step:
+        from ogan_plugin.bench.step import run_step_benchmark
+
+        kwargs = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup)) if v is not None}
+        try:
+            run_step_benchmark(batch_size=args.batch_size, device=device, csv=args.csv, **kwargs)
+        except ValueError as exc:  # bad --device, --iters, --batch-size: the message names it
+            raise CommandError(str(exc)) from exc
+        return 0
+    from ogan_plugin.bench.kernels import format_table, parse_sizes, plot, run_kernel_benchmark, write_csv
+    from ogan_plugin.bench.timing import parse_device
+
+    try:
+        sizes = parse_sizes(args.sizes or DEFAULT_SIZES[parse_device(device).type])
+        rows = run_kernel_benchmark(
+            sizes,
+            device=device,
+            dtype=args.dtype,
+            ops=[o.strip() for o in args.ops.split(",") if o.strip()],
+            backends=None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()],
+            iters=20 if args.iters is None else args.iters,
+            warmup=3 if args.warmup is None else args.warmup,
+        )
+    except ValueError as exc:  # bad --sizes, --ops, --device, --iters: the message names it
+        raise CommandError(str(exc)) from exc
+    print(format_table(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot and rows:
+        plot(rows, args.plot, f"ogan-plugin bench on {device} ({args.dtype}): median forward+backward (us, log)")
+        print(f"wrote {args.plot}")
+    return 0
