@@ -18,6 +18,8 @@ classifiers the metrics use.
   Fréchet distance (:func:`frechet_distance`) between real and generated images in the
   classifier's feature space (its K class logits).
 - :func:`evaluate`: all of the above in one :class:`EncoderReport`.
+- :func:`steps_to_quality`: how many fewer inversion steps (:func:`ogan_plugin.invert`)
+  the encoder's start needs than a random or mean start to reach the same loss.
 
 The classifiers need scikit-learn (``pip install 'ogan-plugin[demo]'``).
 """
@@ -27,7 +29,8 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
+import time
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,7 +38,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator
-from ogan_plugin.reconstruction import check_wrapped, reconstruct
+from ogan_plugin.reconstruction import check_wrapped, invert, reconstruct
 
 __all__ = [
     "DataLike",
@@ -44,6 +47,7 @@ __all__ = [
     "ProbeAccuracy",
     "ReconstructionError",
     "SampleQuality",
+    "StepsToQuality",
     "class_agreement",
     "collect",
     "eval_mode",
@@ -56,6 +60,7 @@ __all__ = [
     "reconstruct_batched",
     "reconstruction_error",
     "sample_quality",
+    "steps_to_quality",
 ]
 
 #: a tensor of images (N, ...), or an iterable of image tensors or (images, labels) pairs
@@ -544,3 +549,140 @@ def evaluate(
     report.frechet_reference = frechet_distance(clf.features(xtr), clf.features(xte))
     report.n_classes = len(clf.classes) if clf.classes is not None else None
     return report
+
+
+# --- inversion: steps to quality -----------------------------------------------------------
+@dataclass
+class StepsToQuality:
+    """The step ratio at equal quality of :func:`steps_to_quality`.
+
+    Attributes:
+        budget: the steps every start ran.
+        target: the mean loss the best baseline start reached in ``budget`` steps.
+        baseline: the name of that start (``"random"`` or ``"mean"``).
+        encoder_steps: the first step at which the encoder start's mean loss is ``<= target``
+            (None: not within the budget).
+        ratio: ``budget / encoder_steps`` (``inf`` when the encoder's start alone is as
+            good; None when the encoder start never gets there).
+        seconds: wall time per start of its ``budget`` steps, starting point included.
+        encoder_seconds: wall time of the encoder start up to ``encoder_steps`` (encoding
+            included; None when never reached).
+        time_ratio: ``seconds[baseline] / encoder_seconds`` (None when never reached).
+        curves: per start, the mean loss over the images after each step (``budget + 1``
+            values; index 0 is the start).
+        times: per start, the wall time in seconds at which each of those values was
+            known (time spent in the caller's ``callback`` excluded).
+    """
+
+    budget: int
+    target: float
+    baseline: str
+    encoder_steps: Optional[int]
+    ratio: Optional[float]
+    seconds: dict[str, float]
+    encoder_seconds: Optional[float]
+    time_ratio: Optional[float]
+    curves: dict[str, list[float]]
+    times: dict[str, list[float]]
+
+
+def steps_to_quality(
+    generator: Callable[..., Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    images: DataLike,
+    *,
+    steps: int = 1000,
+    baselines: Sequence[str] = ("random", "mean"),
+    restarts: int = 4,
+    lr: float = 0.05,
+    loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "mse",
+    optimizer: Any = "adam",
+    y: Optional[Tensor] = None,
+    scale: float = 0.9,
+    batch_size: Optional[int] = None,
+    seed: int = 0,
+    callback: Optional[Callable[[str, int, Tensor], None]] = None,
+) -> StepsToQuality:
+    """How many times fewer inversion steps the encoder's start needs for the same loss.
+
+    Runs :func:`ogan_plugin.invert` on ``images`` for ``steps`` steps from the encoder's
+    code and from each baseline start (``"random"`` with ``restarts`` random codes per
+    image, the best kept; ``"mean"``: z = 0), every start with the same optimizer, learning
+    rate and loss, and no early stop.  The target is the mean loss the best baseline
+    reaches in ``steps`` steps; the ratio is ``steps`` over the steps the encoder's start
+    needs to reach it.  Wall times are measured per step (CUDA is synchronised at every
+    step, so the times are honest but the runs a little slower than :func:`invert` alone).
+
+    Args:
+        generator, wrapped_discriminator: the pair (as in :func:`ogan_plugin.invert`).
+        images: held-out images (a tensor, or batches as in :func:`collect`).
+        steps: the budget of every start.
+        baselines: the non-encoder starts to compare with (``"random"``, ``"mean"``).
+        restarts: random codes per image for ``"random"``.
+        lr, loss, optimizer, y, scale, batch_size, seed: as in :func:`ogan_plugin.invert`.
+        callback: called as ``callback(start, step, z)`` after each step of each run with
+            the best codes so far (e.g. to classify snapshots); its time is not counted.
+
+    Returns:
+        :class:`StepsToQuality`.
+
+    Raises:
+        ValueError: an unknown or repeated baseline, ``steps < 1``, or what
+            :func:`ogan_plugin.invert` refuses.
+    """
+    d = check_wrapped(wrapped_discriminator)
+    _check_count("steps", steps)
+    baselines = list(baselines)
+    if not baselines or any(b not in ("random", "mean") for b in baselines) or len(set(baselines)) != len(baselines):
+        raise ValueError(f"baselines must be distinct names among 'random' and 'mean', got {baselines!r}")
+    x, _ = collect(images)  # labels in ``images`` are not G's conditioning: pass y= for that
+    device, _ = _device_dtype(generator, d)
+    curves: dict[str, list[float]] = {}
+    times: dict[str, list[float]] = {}
+    for start in ["encoder", *baselines]:
+        stamps: list[float] = []
+        spent = [0.0]
+
+        def on_step(step: int, z: Tensor, start: str = start, stamps: list = stamps, spent: list = spent) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            stamps.append(time.perf_counter() - t0 - spent[0])
+            if callback is not None:
+                s = time.perf_counter()
+                callback(start, step, z)
+                spent[0] += time.perf_counter() - s
+
+        t0 = time.perf_counter()
+        result = invert(
+            generator, d, x, steps=steps, lr=lr, loss=loss, y=y, init=start, scale=scale,
+            restarts=restarts if start == "random" else 1, optimizer=optimizer, batch_size=batch_size, seed=seed,
+            callback=on_step,
+        )
+        curves[start] = result.history.double().mean(1).tolist()
+        times[start] = stamps if len(stamps) == steps + 1 else _merge_batches(stamps, steps + 1)
+    baseline = min(baselines, key=lambda b: curves[b][-1])
+    target = curves[baseline][-1]
+    reached = [t for t, v in enumerate(curves["encoder"]) if v <= target]
+    enc_steps = reached[0] if reached else None
+    seconds = {k: v[-1] for k, v in times.items()}
+    enc_seconds = None if enc_steps is None else times["encoder"][enc_steps]
+    return StepsToQuality(
+        budget=steps,
+        target=target,
+        baseline=baseline,
+        encoder_steps=enc_steps,
+        ratio=None if enc_steps is None else (math.inf if enc_steps == 0 else steps / enc_steps),
+        seconds=seconds,
+        encoder_seconds=enc_seconds,
+        time_ratio=None if enc_seconds is None else seconds[baseline] / enc_seconds,
+        curves=curves,
+        times=times,
+    )
+
+
+def _merge_batches(stamps: list[float], per_batch: int) -> list[float]:
+    """Per-step times of a run in batches (one after another, ``per_batch`` stamps each):
+    the time at step ``t`` is the sum over batches of the time each took to reach it."""
+    runs = [stamps[i : i + per_batch] for i in range(0, len(stamps), per_batch)]
+    began = [0.0] + [r[-1] for r in runs[:-1]]
+    return [sum(r[t] - b for r, b in zip(runs, began)) for t in range(per_batch)]

@@ -1,7 +1,8 @@
 """``ogan-plugin bench``: the command line of the benchmarks.
 
 Without options it runs the kernel sweep of :mod:`ogan_plugin.bench.kernels`; ``--step``
-runs the training-step benchmark of :mod:`ogan_plugin.bench.step`.
+runs the training-step benchmark of :mod:`ogan_plugin.bench.step`; ``--invert`` the
+inversion benchmark of :mod:`ogan_plugin.bench.invert`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", action="store_true",
                         help="run the training-step benchmark (ogan_plugin.bench.step) instead of the kernel sweep")
     parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
+    from ogan_plugin.bench.invert import add_arguments
+
+    add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CommandError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.invert:
+        from ogan_plugin.bench.invert import run_command
+
+        try:
+            run_command(args, device, args.csv, args.plot)
+        except ValueError as exc:  # bad options, an unusable checkpoint: the message names it
+            raise CommandError(str(exc)) from exc
+        return 0
     if args.step:
         from ogan_plugin.bench.step import run_step_benchmark
 
