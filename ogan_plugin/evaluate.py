@@ -38,7 +38,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator
-from ogan_plugin.reconstruction import check_wrapped, invert, reconstruct
+from ogan_plugin.reconstruction import DEFAULT_LR, check_wrapped, invert, reconstruct
 
 __all__ = [
     "DataLike",
@@ -47,6 +47,7 @@ __all__ = [
     "ProbeAccuracy",
     "ReconstructionError",
     "SampleQuality",
+    "QualityMatch",
     "StepsToQuality",
     "class_agreement",
     "collect",
@@ -552,38 +553,64 @@ def evaluate(
 
 
 # --- inversion: steps to quality -----------------------------------------------------------
-@dataclass
-class StepsToQuality:
-    """The step ratio at equal quality of :func:`steps_to_quality`.
+class QualityMatch(NamedTuple):
+    """The encoder start against the best baseline start cut at ``steps`` steps.
 
-    Attributes:
-        budget: the steps every start ran.
-        target: the mean loss the best baseline start reached in ``budget`` steps.
-        baseline: the name of that start (``"random"`` or ``"mean"``).
-        encoder_steps: the first step at which the encoder start's mean loss is ``<= target``
-            (None: not within the budget).
-        ratio: ``budget / encoder_steps`` (``inf`` when the encoder's start alone is as
-            good; None when the encoder start never gets there).
-        seconds: wall time per start of its ``budget`` steps, starting point included.
-        encoder_seconds: wall time of the encoder start up to ``encoder_steps`` (encoding
-            included; None when never reached).
-        time_ratio: ``seconds[baseline] / encoder_seconds`` (None when never reached).
-        curves: per start, the mean loss over the images after each step (``budget + 1``
-            values; index 0 is the start).
-        times: per start, the wall time in seconds at which each of those values was
-            known (time spent in the caller's ``callback`` excluded).
+    ``target``: the lowest mean loss a baseline start reached in ``steps`` steps, by
+    ``baseline``; ``encoder_steps``: the first step at which the encoder start's mean loss
+    is ``<= target`` (None: not within its run); ``ratio``: ``steps / encoder_steps``
+    (``inf`` when the encoder's start alone is as good); ``seconds``: the baseline's wall
+    time for its ``steps``; ``encoder_seconds``: the encoder start's to ``encoder_steps``
+    (encoding included); ``time_ratio``: their ratio.
     """
 
-    budget: int
+    steps: int
     target: float
     baseline: str
     encoder_steps: Optional[int]
     ratio: Optional[float]
-    seconds: dict[str, float]
+    seconds: float
     encoder_seconds: Optional[float]
     time_ratio: Optional[float]
+
+
+@dataclass
+class StepsToQuality:
+    """What :func:`steps_to_quality` measured: every start's loss and wall time after each step.
+
+    Attributes:
+        budget: the steps every start ran.
+        curves: per start (``"encoder"`` and the baselines), the mean loss over the images
+            of their best codes so far after each step (``budget + 1`` values; index 0 is
+            the start).
+        times: per start, the wall time in seconds at which each of those values was known
+            (time spent in the caller's ``callback`` excluded).
+        match: :meth:`at` the full budget: the goal's figures.
+    """
+
+    budget: int
     curves: dict[str, list[float]]
     times: dict[str, list[float]]
+    match: QualityMatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.match = self.at(self.budget)
+
+    def at(self, steps: int) -> QualityMatch:
+        """The step ratio at equal quality when the baselines stop after ``steps`` steps."""
+        _check_count("steps", steps, 0)
+        if steps > self.budget:
+            raise ValueError(f"steps must be <= the budget {self.budget}, got {steps}")
+        baseline = min((k for k in self.curves if k != "encoder"), key=lambda k: self.curves[k][steps])
+        target = self.curves[baseline][steps]
+        enc = next((t for t, v in enumerate(self.curves["encoder"]) if v <= target), None)
+        seconds = self.times[baseline][steps]
+        enc_seconds = None if enc is None else self.times["encoder"][enc]
+        return QualityMatch(
+            steps, target, baseline, enc,
+            None if enc is None else (math.inf if enc == 0 else steps / enc),
+            seconds, enc_seconds, None if enc_seconds is None else seconds / enc_seconds,
+        )
 
 
 def steps_to_quality(
@@ -594,7 +621,7 @@ def steps_to_quality(
     steps: int = 1000,
     baselines: Sequence[str] = ("random", "mean"),
     restarts: int = 4,
-    lr: float = 0.05,
+    lr: float = DEFAULT_LR,
     loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "mse",
     optimizer: Any = "adam",
     y: Optional[Tensor] = None,
@@ -624,7 +651,9 @@ def steps_to_quality(
             the best codes so far (e.g. to classify snapshots); its time is not counted.
 
     Returns:
-        :class:`StepsToQuality`.
+        :class:`StepsToQuality`: the curves, the times, and ``match``, the goal's figures
+        (``.match.ratio``, ``.match.time_ratio``); ``.at(k)`` gives the same figures with
+        the baselines cut at ``k`` steps.
 
     Raises:
         ValueError: an unknown or repeated baseline, ``steps < 1``, or what
@@ -660,24 +689,7 @@ def steps_to_quality(
         )
         curves[start] = result.history.double().mean(1).tolist()
         times[start] = stamps if len(stamps) == steps + 1 else _merge_batches(stamps, steps + 1)
-    baseline = min(baselines, key=lambda b: curves[b][-1])
-    target = curves[baseline][-1]
-    reached = [t for t, v in enumerate(curves["encoder"]) if v <= target]
-    enc_steps = reached[0] if reached else None
-    seconds = {k: v[-1] for k, v in times.items()}
-    enc_seconds = None if enc_steps is None else times["encoder"][enc_steps]
-    return StepsToQuality(
-        budget=steps,
-        target=target,
-        baseline=baseline,
-        encoder_steps=enc_steps,
-        ratio=None if enc_steps is None else (math.inf if enc_steps == 0 else steps / enc_steps),
-        seconds=seconds,
-        encoder_seconds=enc_seconds,
-        time_ratio=None if enc_seconds is None else seconds[baseline] / enc_seconds,
-        curves=curves,
-        times=times,
-    )
+    return StepsToQuality(steps, curves, times)
 
 
 def _merge_batches(stamps: list[float], per_batch: int) -> list[float]:

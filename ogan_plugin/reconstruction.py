@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator
 
-__all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS"]
+__all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS", "DEFAULT_LR"]
 
 
 def check_wrapped(discriminator: object) -> OGANDiscriminator:
@@ -93,13 +93,15 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "l1": lambda rec, x: (rec - x).abs().flatten(1).mean(1),
 }
 
+#: :func:`invert`'s default learning rate (Adam on z; docs/inversion.md compares 0.05, 0.1, 0.2)
+DEFAULT_LR = 0.1
+
 #: the start points :func:`invert` knows by name (a tensor of codes is the fourth kind)
 INITS = ("encoder", "random", "mean")
 
 #: optimizers :func:`invert` knows by name (a callable ``(params, lr) -> Optimizer`` also works)
 OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
 }
 
 
@@ -154,7 +156,7 @@ def invert(
     wrapped_discriminator: OGANDiscriminator,
     x: Tensor,
     steps: int = 100,
-    lr: float = 0.05,
+    lr: float = DEFAULT_LR,
     loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "mse",
     y: Optional[Tensor] = None,
     init: Union[str, Tensor] = "encoder",
@@ -204,8 +206,9 @@ def invert(
             step.  The run ends early when every image has stopped.
         patience: the window of ``tol``, in steps.
         prior: weight of ``mean(z ** 2)`` (a Gaussian prior on z) in the objective; 0 = off.
-        optimizer: ``"adam"`` (default), ``"sgd"`` (momentum 0.9) or a callable
-            ``(params, lr) -> torch.optim.Optimizer``.
+        optimizer: ``"adam"`` (default) or a callable ``(params, lr) -> torch.optim.Optimizer``
+            (e.g. ``lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)``; mind that a
+            per-pixel mean loss has small gradients, so SGD needs a far larger ``lr``).
         batch_size: images optimised together (default: all of them).
         seed: seed of the random starts (a CPU generator: the same starts on every device).
         callback: called as ``callback(step, z)`` after the start (step 0) and after every
@@ -281,7 +284,8 @@ def invert(
     device, dtype = _device_dtype(generator, d)
     x = x.to(device=device, dtype=dtype)
     y = None if y is None else y.to(device)
-    noise = torch.Generator().manual_seed(seed)
+    if init == "random":  # drawn at once, so that the starts do not depend on batch_size
+        drawn = torch.randn(restarts, n, d.z_dim, generator=torch.Generator().manual_seed(seed))
     flags = _module_state(generator)
     parts = []
     try:
@@ -299,8 +303,7 @@ def invert(
                 elif init == "mean":
                     z0 = torch.zeros(xb.shape[0], d.z_dim, device=device, dtype=dtype)
                 else:
-                    z0 = torch.randn(restarts, xb.shape[0], d.z_dim, generator=noise).to(device=device, dtype=dtype)
-                    z0 = z0.flatten(0, 1)
+                    z0 = drawn[:, i : i + size].flatten(0, 1).to(device=device, dtype=dtype)
                 parts.append(
                     _invert_batch(generator, xb, yb, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback)
                 )
@@ -319,7 +322,7 @@ def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patienc
     b = x.shape[0]
     if restarts > 1:
         x = x.repeat(restarts, *([1] * (x.dim() - 1)))
-        y = None if y is None else y.repeat(restarts)
+        y = None if y is None else y.repeat(restarts, *([1] * (y.dim() - 1)))
     rows = z0.shape[0]
     z = z0.clone().requires_grad_(True)
     opt = make_opt([z], lr)

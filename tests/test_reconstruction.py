@@ -307,3 +307,13 @@ def test_invert_lowers_the_loss_of_the_encoder_start_on_a_trained_pair():
     assert float(r.loss.mean()) < 0.5 * float(encoder_only.mean())
     # the same budget from the mean code ends worse: the encoder's start is a head start
     assert float(ogan_plugin.invert(g, d, x, steps=50, lr=0.05, init="mean").loss.mean()) > float(r.loss.mean())
+
+
+def test_invert_with_an_optimizer_callable_takes_its_steps():
+    # mean((Qz - x)^2) over n = 8 pixels has gradient (2 / 8) (z - z*): one plain gradient
+    # step of lr 4 lands exactly on z*
+    g, d = orthogonal_pair()
+    z = torch.randn(3, 8, dtype=torch.float64)
+    r = ogan_plugin.invert(g, d, g(z).detach(), steps=1, lr=4.0, init="mean",
+                           optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr))
+    torch.testing.assert_close(r.z, z, rtol=0, atol=1e-12)

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import torch
 
 from ogan_plugin.bench.timing import device_name, parse_device, sig
+from ogan_plugin.reconstruction import DEFAULT_LR
 
 __all__ = ["add_arguments", "InvertBenchmark", "run_invert_benchmark", "format_report", "write_csv", "plot"]
 
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="--invert: a checkpoint of ogan-plugin demo (default ogan-demo/checkpoint.pt)")
     g.add_argument("--budget", type=int, default=1000, help="--invert: steps every start runs (default 1000)")
     g.add_argument("--restarts", type=int, default=4, help="--invert: random starts per image (default 4)")
-    g.add_argument("--lr", type=float, default=0.05, help="--invert: Adam's learning rate on z (default 0.05)")
+    g.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"--invert: Adam's learning rate on z (default {DEFAULT_LR})")
     g.add_argument("--limit", type=int, default=None, help="--invert: use the first N held-out images (default all)")
 
 
@@ -69,7 +70,7 @@ def run_invert_benchmark(
     *,
     budget: int = 1000,
     restarts: int = 4,
-    lr: float = 0.05,
+    lr: float = DEFAULT_LR,
     device: str = "cpu",
     limit: Optional[int] = None,
     progress: bool = True,
@@ -148,26 +149,34 @@ class _Bar:
 
 
 def format_report(bench: InvertBenchmark) -> str:
-    """The table (start, steps, MSE, class agreement, seconds) and the goal's figures."""
+    """The table (start, steps, MSE, class agreement, seconds), the goal's figures, and the
+    same ratio when the baselines stop earlier (at each grid step)."""
     r = bench.result
+    m = r.match
     lines = [bench.header, "", f"{'start':12s} {'steps':>6s} {'MSE':>9s} {'agreement':>10s} {'seconds':>9s}"]
     for row in bench.rows:
         agree = "-" if row["class_agreement"] is None else f"{row['class_agreement']:.1%}"
         lines.append(f"{row['start']:12s} {row['steps']:6d} {row['mse']:9.5f} {agree:>10s} {row['seconds']:9.2f}")
-    lines += ["", f"best non-encoder start: {r.baseline}, MSE {r.target:.5f} after {r.budget} steps "
-                  f"({r.seconds[r.baseline]:.1f} s)"]
-    if r.encoder_steps is None:
+    lines += ["", f"best non-encoder start: {m.baseline}, MSE {m.target:.5f} after {m.steps} steps ({m.seconds:.1f} s)"]
+    if m.encoder_steps is None:
         lines.append(f"the encoder start does not reach it in {r.budget} steps "
-                     f"(MSE {r.curves['encoder'][-1]:.5f} after {r.budget})")
+                     f"(MSE {r.curves['encoder'][-1]:.5f} after {r.budget}): no step ratio")
     else:
-        lines.append(f"the encoder start reaches it after {r.encoder_steps} steps ({r.encoder_seconds:.2f} s): "
-                     f"step ratio {r.ratio:.1f}x, wall-time ratio {r.time_ratio:.1f}x")
-        enc = bench.agreement.get("encoder")
-        if enc:
-            at = min((s for s in enc if s >= r.encoder_steps), default=None)
-            if at is not None:
-                lines.append(f"class agreement with the originals: encoder only {enc[0]:.1%}, "
-                             f"refined ({at} steps) {enc[at]:.1%}, refined ({r.budget} steps) {enc[max(enc)]:.1%}")
+        lines.append(f"the encoder start reaches it after {m.encoder_steps} steps ({m.encoder_seconds:.2f} s): "
+                     f"step ratio {m.ratio:.1f}x, wall-time ratio {m.time_ratio:.1f}x")
+    enc = bench.agreement.get("encoder")
+    if enc:
+        at = [s for s in sorted(enc) if m.encoder_steps is not None and s >= m.encoder_steps][:1] + [r.budget]
+        lines.append("class agreement with the originals: encoder only " + f"{enc[0]:.1%}, "
+                     + ", ".join(f"refined {s} steps {enc[s]:.1%}" for s in dict.fromkeys(at)))
+    lines += ["", "equal quality when the non-encoder starts stop earlier:",
+              f"{'their steps':>11s} {'best MSE':>9s} {'by':>8s} {'encoder steps':>13s} {'ratio':>7s} {'time ratio':>10s}"]
+    for steps in [s for s in GRID if 1 <= s <= r.budget]:
+        q = r.at(steps)
+        enc_steps = "never" if q.encoder_steps is None else str(q.encoder_steps)
+        ratio = "-" if q.ratio is None else f"{q.ratio:.1f}x"
+        time_ratio = "-" if q.time_ratio is None else f"{q.time_ratio:.1f}x"
+        lines.append(f"{steps:11d} {q.target:9.5f} {q.baseline:>8s} {enc_steps:>13s} {ratio:>7s} {time_ratio:>10s}")
     return "\n".join(lines)
 
 
@@ -186,6 +195,7 @@ def plot(bench: InvertBenchmark, path: str) -> None:
 
     r = bench.result
     curves = {name: values[1:] for name, values in r.curves.items()}
+    curves[f"target: {r.match.baseline} after {r.budget}"] = [r.match.target] * r.budget
     title = f"pixel MSE vs steps (log-log), {bench.images} held-out images"
     save_curves({title: curves}, path, steps=list(range(1, r.budget + 1)), width=800, height=400, log_x=True, log_y=True)
 

@@ -41,6 +41,7 @@ import torch
 
 from ogan_plugin.cli import CommandError
 from ogan_plugin.demo.train import CHECKPOINT
+from ogan_plugin.reconstruction import DEFAULT_LR
 
 __all__ = ["configure", "run", "write_outputs"]
 
@@ -57,7 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="ogan-invert", help="output folder (default ./ogan-invert/)")
     parser.add_argument("--steps", type=int, default=100,
                         help="refinement steps per image, 0 = encoder codes only (default 100)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate on z (default 0.05)")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam's learning rate on z (default {DEFAULT_LR})")
     parser.add_argument("--loss", default="mse", choices=("mse", "l1"), help="per-image pixel loss (default mse)")
     parser.add_argument("--tol", type=float, default=1e-3,
                         help="stop an image once its loss improved by less than this fraction over --patience "
