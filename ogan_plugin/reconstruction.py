@@ -147,6 +147,17 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _named_or_callable(name: str, value: Any, known: dict[str, Callable]) -> Callable:
+    """``known[value]`` for a name, ``value`` itself for a callable; errors name ``name``."""
+    if isinstance(value, str):
+        if value not in known:
+            raise ValueError(f"{name} must be one of {sorted(known)} or a callable, got {value!r}")
+        return known[value]
+    if not callable(value):
+        raise TypeError(f"{name} must be a name or a callable, got {type(value).__name__}")
+    return value
+
+
 def _module_state(module: object) -> list[tuple[Tensor, bool]]:
     return [(p, p.requires_grad) for p in module.parameters()] if isinstance(module, nn.Module) else []
 
@@ -246,22 +257,8 @@ def invert(
         tol = _check_number("tol", tol, minimum=0.0)
     if batch_size is not None:
         batch_size = _check_int("batch_size", batch_size, 1)
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
-        loss_fn = LOSSES[loss]
-    elif callable(loss):
-        loss_fn = loss
-    else:
-        raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
-    if isinstance(optimizer, str):
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)} or a callable, got {optimizer!r}")
-        make_opt = OPTIMIZERS[optimizer]
-    elif callable(optimizer):
-        make_opt = optimizer
-    else:
-        raise TypeError(f"optimizer must be a name or a callable, got {type(optimizer).__name__}")
+    loss_fn = _named_or_callable("loss", loss, LOSSES)
+    make_opt = _named_or_callable("optimizer", optimizer, OPTIMIZERS)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if y is not None:
