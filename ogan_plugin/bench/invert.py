@@ -63,6 +63,40 @@ class InvertBenchmark:
     images: int
     device: str
     header: str
+    costs: dict[str, tuple[float, float]]  # start -> (seconds to start, seconds per step), interleaved medians
+
+    def seconds(self, start: str, steps: int) -> float:
+        """Wall time of ``steps`` steps from ``start`` by the interleaved per-step costs."""
+        begin, per_step = self.costs[start]
+        return begin + steps * per_step
+
+
+def interleaved_costs(generator: Any, discriminator: Any, x: torch.Tensor, *, restarts: int, lr: float,
+                      steps: int = 20, rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """Per start: (seconds of a 0-step run, seconds per step), medians over ``rounds`` rounds
+    that each time every start once with 0 and with ``steps`` steps, in turn, so that a
+    change of the machine's load hits every start alike."""
+    import statistics
+
+    from ogan_plugin import invert
+    from ogan_plugin.bench.timing import sync
+
+    device = x.device
+    starts = {"encoder": {}, "random": {"init": "random", "restarts": restarts}, "mean": {"init": "mean"}}
+    runs: dict[tuple[str, int], list[float]] = {(s, k): [] for s in starts for k in (0, steps)}
+    for _ in range(rounds):
+        for name, kwargs in starts.items():
+            for k in (0, steps):
+                sync(device)
+                t0 = time.perf_counter()
+                invert(generator, discriminator, x, steps=k, lr=lr, **kwargs)
+                sync(device)
+                runs[name, k].append(time.perf_counter() - t0)
+    costs = {}
+    for name in starts:
+        begin = statistics.median(runs[name, 0])
+        costs[name] = (begin, max(statistics.median(runs[name, steps]) - begin, 0.0) / steps)
+    return costs
 
 
 def run_invert_benchmark(
@@ -74,8 +108,14 @@ def run_invert_benchmark(
     device: str = "cpu",
     limit: Optional[int] = None,
     progress: bool = True,
+    cost_rounds: int = 5,
 ) -> InvertBenchmark:
     """Run the three starts on the checkpoint's held-out images; see the module docstring.
+
+    The curves come from one run per start (:func:`~ogan_plugin.evaluate.steps_to_quality`,
+    whose per-step times are in the rows' ``seconds``); the time ratios of the report use
+    :func:`interleaved_costs` (``cost_rounds`` rounds), which a changing machine load skews
+    less than runs minutes apart.
 
     Raises:
         ValueError: a bad option (the message names it), an unusable checkpoint
@@ -131,7 +171,9 @@ def run_invert_benchmark(
             })
     header = (f"ogan-plugin bench --invert: {x.shape[0]} held-out images {tuple(x.shape[1:])} of {checkpoint} "
               f"(step {pair.step}); Adam lr {lr}; {device_name(dev)}")
-    return InvertBenchmark(rows, result, agreement, int(x.shape[0]), str(dev), header)
+    costs = interleaved_costs(pair.generator, pair.discriminator, x.to(dev), restarts=restarts, lr=lr,
+                              steps=min(budget, 20), rounds=cost_rounds)
+    return InvertBenchmark(rows, result, agreement, int(x.shape[0]), str(dev), header, costs)
 
 
 class _Bar:
@@ -157,27 +199,35 @@ def format_report(bench: InvertBenchmark) -> str:
     for row in bench.rows:
         agree = "-" if row["class_agreement"] is None else f"{row['class_agreement']:.1%}"
         lines.append(f"{row['start']:12s} {row['steps']:6d} {row['mse']:9.5f} {agree:>10s} {row['seconds']:9.2f}")
-    lines += ["", f"best non-encoder start: {m.baseline}, MSE {m.target:.5f} after {m.steps} steps ({m.seconds:.1f} s)"]
+    lines += ["", f"best non-encoder start: {m.baseline}, MSE {m.target:.5f} after {m.steps} steps "
+                  f"({bench.seconds(m.baseline, m.steps):.1f} s)"]
     if m.encoder_steps is None:
         lines.append(f"the encoder start does not reach it in {r.budget} steps "
                      f"(MSE {r.curves['encoder'][-1]:.5f} after {r.budget}): no step ratio")
     else:
-        lines.append(f"the encoder start reaches it after {m.encoder_steps} steps ({m.encoder_seconds:.2f} s): "
-                     f"step ratio {m.ratio:.1f}x, wall-time ratio {m.time_ratio:.1f}x")
+        lines.append(f"the encoder start reaches it after {m.encoder_steps} steps: step ratio {m.ratio:.1f}x, "
+                     f"wall-time ratio {_time_ratio(bench, m):.1f}x")
     enc = bench.agreement.get("encoder")
     if enc:
         at = [s for s in sorted(enc) if m.encoder_steps is not None and s >= m.encoder_steps][:1] + [r.budget]
         lines.append("class agreement with the originals: encoder only " + f"{enc[0]:.1%}, "
                      + ", ".join(f"refined {s} steps {enc[s]:.1%}" for s in dict.fromkeys(at)))
-    lines += ["", "equal quality when the non-encoder starts stop earlier:",
+    c = bench.costs
+    lines += ["", "wall time (medians of interleaved runs): "
+              + ", ".join(f"{k} {c[k][0] * 1e3:.0f} ms to start + {c[k][1] * 1e3:.1f} ms per step" for k in c)]
+    lines += ["", "equal quality when the non-encoder starts stop earlier (time ratio from the interleaved costs):",
               f"{'their steps':>11s} {'best MSE':>9s} {'by':>8s} {'encoder steps':>13s} {'ratio':>7s} {'time ratio':>10s}"]
     for steps in [s for s in GRID if 1 <= s <= r.budget]:
         q = r.at(steps)
         enc_steps = "never" if q.encoder_steps is None else str(q.encoder_steps)
         ratio = "-" if q.ratio is None else f"{q.ratio:.1f}x"
-        time_ratio = "-" if q.time_ratio is None else f"{q.time_ratio:.1f}x"
+        time_ratio = "-" if q.encoder_steps is None else f"{_time_ratio(bench, q):.1f}x"
         lines.append(f"{steps:11d} {q.target:9.5f} {q.baseline:>8s} {enc_steps:>13s} {ratio:>7s} {time_ratio:>10s}")
     return "\n".join(lines)
+
+
+def _time_ratio(bench: InvertBenchmark, q: Any) -> float:
+    return bench.seconds(q.baseline, q.steps) / bench.seconds("encoder", q.encoder_steps)
 
 
 def write_csv(bench: InvertBenchmark, path: str) -> None:

@@ -28,6 +28,7 @@ def test_bench_invert_prints_and_writes_the_csv_and_the_plot(checkpoint, tmp_pat
     out = capsys.readouterr().out
     assert "12 held-out images (1, 16, 16)" in out and "best non-encoder start" in out
     assert "equal quality when the non-encoder starts stop earlier" in out
+    assert "wall time (medians of interleaved runs): encoder" in out
     with open(table, newline="") as fh:
         rows = list(csv.DictReader(fh))
     grid = [0, 1, 2, 5, 7]  # the grid up to the budget, and the budget
