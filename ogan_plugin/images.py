@@ -115,7 +115,8 @@ def plot_curves(
     Args:
         panels: ``{panel title: {series name: values}}``; all series share the x axis
             ``steps`` (default 1..len).  Non-finite values are skipped.
-        width, height: size of the whole picture in pixels.
+        width: width of the whole picture in pixels.
+        height: height of the whole picture in pixels.
         smooth: moving-average window applied to each series (1 = raw).
     """
     if not panels:

@@ -415,7 +415,10 @@ class SingleLossStep:
     Args:
         generator: the generator (an ``nn.Module``).
         wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``.
-        loss, corr_weight, routing, concat_batches: as in :func:`single_loss`.
+        loss: as in :func:`single_loss`.
+        corr_weight: as in :func:`single_loss`.
+        routing: as in :func:`single_loss`.
+        concat_batches: as in :func:`single_loss`.
         optimizer: one optimizer holding the trainable parameters of both networks;
             ``None`` builds the official recipe, ``RMSprop(lr=1e-4, alpha=0.99)``.
         z_dim: noise size (default and only valid value: the discriminator's ``z_dim``).

@@ -82,7 +82,9 @@ class OGANModule(pl.LightningModule):
         generator: maps z of shape ``(B, *z_shape)`` to a batch shaped like the real data.
         discriminator: the discriminator, plain (it is wrapped here) or already wrapped.
         z_dim: the noise size.
-        loss, corr_weight, routing: as in :func:`ogan_plugin.single_loss`.
+        loss: as in :func:`ogan_plugin.single_loss`.
+        corr_weight: as in :func:`ogan_plugin.single_loss`.
+        routing: as in :func:`ogan_plugin.single_loss`.
         lr: learning rate of the default optimizer.
         optimizer: ``callable(parameters) -> torch.optim.Optimizer`` for the one optimizer
             over both networks; default ``RMSprop(lr=lr, alpha=0.99)`` (the official recipe).
@@ -95,7 +97,8 @@ class OGANModule(pl.LightningModule):
             it off.  The latest grids are kept in :attr:`last_images` either way.
             Needs image batches (B, C, H, W) in [-1, 1].
         num_images: images per grid.
-        backend, eps: as in :func:`ogan_plugin.single_loss`.
+        backend: as in :func:`ogan_plugin.single_loss`.
+        eps: as in :func:`ogan_plugin.single_loss`.
         augment: differentiable augmentation of D's inputs, as in
             :func:`ogan_plugin.single_loss` (an ``nn.Module`` such as
             :class:`~ogan_plugin.RandomTranslate` becomes a submodule: its random stream is
@@ -251,7 +254,8 @@ class OGANCallback(pl.Callback):
 
     Args:
         z_dim: the generator's noise size.
-        generator, discriminator: attribute names of the two networks on the module.
+        generator: attribute name of the generator on the module.
+        discriminator: attribute name of the discriminator on the module.
         corr_weight: lambda of the correlation term.
         corr_weight_g: lambda in the generator's step (None: ``corr_weight``); see
             :func:`ogan_plugin.attach`.
