@@ -11,6 +11,9 @@ Two ways in:
       model = OGANModule(G, D, z_dim=128, image_every_n_steps=500)
       lightning.Trainer(max_steps=10_000).fit(model, loader)
 
+  A class-conditional GAN (``G(z, y)``, ``D(x, y)``) trains from ``(images, labels)``
+  batches with ``OGANModule(G, D, z_dim, conditional=True)``.
+
 * :class:`OGANCallback`, for an existing GAN ``LightningModule`` with manual
   optimization (the usual way to write GANs in Lightning 2): it wraps the module's
   discriminator before the optimizers are built and turns on hook mode
