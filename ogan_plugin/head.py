@@ -313,7 +313,7 @@ class OGANDiscriminator(nn.Module):
         state_dict: Mapping[str, Any],
         *,
         generator: Optional[nn.Module] = None,
-        score: ScoreChoice = "auto",
+        score: Optional[ScoreChoice] = None,
     ) -> "OGANDiscriminator":
         """Rebuild a wrapped discriminator from a plain one and a wrapped one's ``state_dict()``.
 
@@ -417,7 +417,7 @@ def wrap(
     *,
     head: Optional[str] = None,
     generator: Optional[nn.Module] = None,
-    score: ScoreChoice = "auto",
+    score: Optional[ScoreChoice] = None,
 ) -> OGANDiscriminator:
     """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
 
@@ -435,7 +435,8 @@ def wrap(
             discriminator's class term counts; the head's mean when D ends in a Sigmoid;
             for tuple/dict outputs the first element computed from the head), ``"head"``
             (the head's mean only), ``"output"`` (D's tensor output as it is), or the
-            index / key of the element of a tuple / dict output.
+            index / key of the element of a tuple / dict output.  None: ``"auto"``, or
+            the rule an already wrapped discriminator has.
 
     Returns:
         :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
@@ -443,22 +444,24 @@ def wrap(
         are unchanged at wrap time (the widened head's mean equals the old output).
 
     Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no
-    ``head``) returns it unchanged (its ``score`` rule set to ``score``); with another
-    ``z_dim`` it raises ``ValueError``.
+    ``head``) returns it unchanged (its ``score`` rule set to ``score`` when given); with
+    another ``z_dim`` it raises ``ValueError``.
 
     Raises:
         TypeError: ``z_dim`` is not an int, ``score`` is not a str/int, or
             ``discriminator`` is not an ``nn.Module`` (or is already under DDP).
         ValueError: ``z_dim`` < 2, or no adapter recognises the head.
     """
-    check_score_choice(score)
+    if score is not None:
+        check_score_choice(score)
     if isinstance(z_dim, bool) or not isinstance(z_dim, int):
         raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
     if z_dim < 2:
         raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
     if isinstance(discriminator, OGANDiscriminator):
         if z_dim == discriminator.z_dim and head is None:
-            discriminator.score_from = score
+            if score is not None:
+                discriminator.score_from = score
             return _attach_hook(discriminator, generator)
         raise ValueError(
             f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
@@ -495,7 +498,7 @@ def wrap(
     old = discriminator.get_submodule(adaptation.path)
     device = next(old.parameters(), torch.empty(0)).device
     _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
-    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim, score), generator)
+    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim, "auto" if score is None else score), generator)
 
 
 def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> OGANDiscriminator:
@@ -523,11 +526,13 @@ def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGAND
     if isinstance(discriminator, nn.parallel.DistributedDataParallel) and isinstance(
         discriminator.module, OGANDiscriminator
     ):
+        inner = discriminator.module
         view = discriminator.__dict__.get("_ogan_view")
         if view is None:
-            inner = discriminator.module
-            view = OGANDiscriminator(discriminator, "module.discriminator." + inner.head_path, inner.z_dim, inner.score_from)
+            view = OGANDiscriminator(discriminator, "module.discriminator." + inner.head_path, inner.z_dim)
+            view._score_cache = inner._score_cache  # one memory of the score's element
             discriminator.__dict__["_ogan_view"] = view  # a plain attribute: not a submodule, not in state_dict
+        view.score_from = inner.score_from  # the wrapped D's rule, also when changed later
         return view
     hint = ""
     if isinstance(discriminator, nn.DataParallel):

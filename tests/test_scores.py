@@ -212,8 +212,17 @@ def test_namedtuple_keys_and_patch_maps():
     torch.testing.assert_close(D3.decompose(x).score, D3.decompose(x).raw.mean(1))
 
 
+def test_rewrapping_keeps_the_score_rule_unless_given():
+    # OGANModule and OGANCallback call wrap() on what they get: a named score must survive.
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(DictD().double(), NZ, score="adv_output")
+    assert ogan_plugin.wrap(D, NZ) is D and D.score_from == "adv_output"
+    assert ogan_plugin.wrap(D, NZ, score="head") is D and D.score_from == "head"
+    assert ogan_plugin.wrap(nn.Sequential(nn.Linear(3, 1)), NZ).score_from == "auto"
+
+
 def test_bad_score_choices_are_named():
-    for bad in (None, 1.5, True, "", ["a"]):
+    for bad in (1.5, True, "", ["a"]):
         with pytest.raises(TypeError, match="score must be 'auto', 'head', 'output', an element index"):
             ogan_plugin.wrap(nn.Sequential(nn.Linear(3, 1)), NZ, score=bad)
     single = ogan_plugin.wrap(nn.Sequential(nn.Linear(3, 1)), NZ, score=0)
