@@ -279,7 +279,8 @@ class OGANLoss(torch.nn.Module):
             e_real: ``D.decompose(x_real)`` or its raw outputs.
             e_fake: ``D.decompose(x_fake.detach())`` or its raw outputs.
             z: the fakes' noise (B, z_dim).
-            x_real, x_fake: the batches (for the QP loss's pixel distance).
+            x_real: the real batch (for the QP loss's pixel distance).
+            x_fake: the generated batch (for the QP loss's pixel distance).
         """
         s_real, _ = _score_and_raw(e_real, "e_real")
         s_fake, raw_fake = _score_and_raw(e_fake, "e_fake")

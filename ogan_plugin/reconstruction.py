@@ -82,9 +82,12 @@ def interpolate(
     """Decode codes on the line from ``encode(x_a)`` to ``encode(x_b)``.
 
     Args:
-        generator, wrapped_discriminator, scale: as in :func:`reconstruct`.
-        x_a, x_b: two batches of images of one shape.
+        generator: the generator.
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)`` (or DDP around it).
+        x_a: the images the paths start from (B, ...).
+        x_b: the images the paths end at, of ``x_a``'s shape.
         steps: points on each line (>= 2), both ends included.
+        scale: factor on the standardized codes.
         y: class labels of ``x_a`` (conditional GANs; also of ``x_b`` unless ``y_b``).
         y_b: class labels of ``x_b``.  Where they differ from ``y``, floating-point
             (one-hot) labels are interpolated along with the codes; integer labels must

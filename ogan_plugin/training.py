@@ -483,10 +483,12 @@ class SingleLossStep:
             print(r.step, float(r.loss_d), float(r.loss_g), float(r.rho))
         samples = trainer.ema.module(torch.randn(16, 128))
 
+    The networks may be under DDP (``accelerator.prepare``'s result), as in
+    :func:`single_loss`; a conditional GAN passes labels to :meth:`step`.
+
     Args:
         generator: the generator (an ``nn.Module``).
-        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)`` (or DDP around it, as in
-            :func:`single_loss`).
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``.
         loss, corr_weight, routing, concat_batches: as in :func:`single_loss`.
         optimizer: one optimizer holding the trainable parameters of both networks;
             ``None`` builds the official recipe, ``RMSprop(lr=1e-4, alpha=0.99)``.
