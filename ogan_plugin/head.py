@@ -273,7 +273,7 @@ class OGANDiscriminator(nn.Module):
         raw, output = self.raw_outputs(x, *args, **kwargs)
         acc = _accumulate(raw)
         head_score = acc.mean(dim=1)
-        score = pick_score(output, raw, head_score, self.score_from, self._score_cache, self.head_path)
+        score = pick_score(output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path)
         return Decomposition(score, acc - head_score[:, None], raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:

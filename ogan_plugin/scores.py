@@ -14,8 +14,8 @@ training.  The correlation term and the code use the head's raw outputs only.  S
 ``"auto"`` (default)
     D's output, averaged per sample (a patch map gives the mean of its patch scores).
     For a tuple, list or dict output: the first element that comes from the head (its
-    autograd graph reaches the head's outputs, or, without gradients, its per-sample mean
-    equals the head's mean); the element found is remembered.  Exception: when D's
+    autograd graph reaches the head's parameters, or, without gradients, its per-sample
+    mean equals the head's mean); the element found is remembered.  Exception: when D's
     per-sample output equals ``sigmoid`` of the head's mean (a discriminator ending in a
     Sigmoid, whose output is a probability), the score is the head's mean, the logit the
     losses expect.
@@ -104,17 +104,21 @@ def _element(output: Any, key: ScoreChoice) -> Tensor:
     )
 
 
-def _reaches(t: Tensor, target: Any) -> bool:
-    """Whether ``t``'s autograd graph contains the node ``target``."""
+def _uses(t: Tensor, params: frozenset) -> Optional[bool]:
+    """Whether ``t``'s autograd graph reaches one of the parameters whose ids are
+    ``params`` (None when there is no graph to follow: no grad mode, frozen head)."""
+    if t.grad_fn is None or not params:
+        return None
     seen: set[int] = set()
     stack = [t.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        if node is target:
-            return True
         seen.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor's node
+        if variable is not None and id(variable) in params:
+            return True
         stack.extend(n for n, _ in node.next_functions)
     return False
 
@@ -145,27 +149,37 @@ def _exact(score: Tensor, o: Tensor, head_score: Tensor) -> Tensor:
     return score + rounding.detach().to(score.dtype)
 
 
-def _from_head(o: Any, raw: Tensor, head_score: Tensor) -> bool:
-    """Whether the element ``o`` comes from the head: its graph reaches ``raw`` or, with no
-    graph to follow, its per-sample mean equals the head's mean (an eager value check)."""
+def _head_params(head: Any) -> frozenset:
+    """Ids of the head's trainable parameters (what an element "comes from the head" uses)."""
+    if head is None:
+        return frozenset()
+    return frozenset(id(p) for p in head.parameters() if p.requires_grad)
+
+
+def _from_head(o: Any, raw: Tensor, head_score: Tensor, params: frozenset) -> bool:
+    """Whether the element ``o`` comes from the head: its graph reaches the head's
+    parameters or, with no graph to follow, its per-sample mean equals the head's mean (an
+    eager value check)."""
     if not isinstance(o, Tensor) or not o.is_floating_point() or o.dim() == 0 or o.shape[0] != raw.shape[0]:
         return False
-    if raw.grad_fn is not None and o.grad_fn is not None:
-        return _reaches(o, raw.grad_fn)
+    used = _uses(o, params)
+    if used is not None:
+        return used
     mean = _accumulate(o.reshape(o.shape[0], -1)).mean(dim=1)
     tol = 16 * torch.finfo(o.dtype).eps
     return bool(torch.allclose(mean, head_score.to(mean.dtype), rtol=tol, atol=tol))
 
 
 @torch.compiler.disable
-def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict, head_path: str) -> Any:
+def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict, head: Any, head_path: str) -> Any:
     """The key of the first element of a container output that comes from the head (cached)."""
     structure = _structure(output)
     if structure in cache:
         return cache[structure]
     items = _elements(output)
+    params = _head_params(head)
     for key, value in items:
-        if _from_head(value, raw, head_score):
+        if _from_head(value, raw, head_score, params):
             cache[structure] = key
             return key
     shown = {k: (tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__) for k, v in items}
@@ -177,11 +191,14 @@ def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict
 
 
 @torch.compiler.disable
-def _check_named_element(o: Any, key: ScoreChoice, raw: Tensor, checked: dict, structure: Hashable) -> None:
-    """Raise when a named element provably does not depend on the head (checked once)."""
-    if structure in checked or not isinstance(o, Tensor) or raw.grad_fn is None or o.grad_fn is None:
+def _check_named_element(o: Any, key: ScoreChoice, head: Any, checked: dict, structure: Hashable) -> None:
+    """Raise when a named element provably does not use the head (checked once)."""
+    if structure in checked or not isinstance(o, Tensor):
         return
-    if not _reaches(o, raw.grad_fn):
+    used = _uses(o, _head_params(head))
+    if used is None:
+        return
+    if not used:
         raise ValueError(
             f"score={key!r} names an element of D's output that does not come from the widened head: the "
             "adversarial losses would not train the encoder. Name the element computed from the head"
@@ -195,6 +212,7 @@ def pick_score(
     head_score: Tensor,
     choice: ScoreChoice,
     cache: Optional[dict] = None,
+    head: Optional[Any] = None,
     head_path: str = "head",
 ) -> Tensor:
     """The per-sample score (B,) the O-GAN losses use (module docstring).
@@ -205,6 +223,8 @@ def pick_score(
         head_score: ``raw``'s row mean, float32 (float64 for float64 networks).
         choice: the rule (``wrap(..., score=)``).
         cache: per-discriminator memory of the element "auto" found in a container output.
+        head: the head module: an element "comes from the head" when its autograd graph
+            reaches the head's parameters (None: only the value check is made).
         head_path: the head's name, for messages.
 
     Returns:
@@ -226,7 +246,7 @@ def pick_score(
         if isinstance(output, Tensor):
             o, where = output, "D's output"
         else:
-            key = _find_head_element(output, raw, head_score, cache, head_path)
+            key = _find_head_element(output, raw, head_score, cache, head, head_path)
             o, where = _element(output, key), f"element {key!r} of D's output"
         value = _per_sample(o, batch, where)
         score = _exact(value, o, head_score)
@@ -238,5 +258,5 @@ def pick_score(
         is_probability = ((value - prob).abs() <= tol).all()
         return torch.where(is_probability, head_score.to(score.dtype), score)
     o = _element(output, choice)
-    _check_named_element(o, choice, raw, cache.setdefault("checked", {}), (_structure(output), choice))
+    _check_named_element(o, choice, head, cache.setdefault("checked", {}), (_structure(output), choice))
     return _exact(_per_sample(o, batch, f"element {choice!r} of D's output"), o, head_score)

@@ -130,6 +130,28 @@ def test_tuple_output_uses_the_element_that_comes_from_the_head():
         D.decompose(x)
 
 
+def test_an_element_computed_beside_the_raw_outputs_from_the_head_counts():
+    # A patch head's score map and its per-image raw outputs are two reductions of one
+    # widened map: the map does not pass through `raw`, but it uses the head's weights.
+    class Beside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.head = features(), nn.Linear(10, 1)
+
+        def forward(self, x):
+            h = self.features(x)
+            self.head(h)  # the head runs (raw is recorded) ...
+            widened = self.head.layer(h)  # ... and the score is another reduction of its layer
+            return h, widened.mean(1)
+
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(Beside().double(), NZ)
+    x, _ = data()
+    d = D.decompose(x)
+    torch.testing.assert_close(d.score, d.output[1], rtol=0, atol=0)
+    assert D._score_cache[("tuple", 2)] == 1
+
+
 def test_dict_output_projection_found_through_the_graph_and_remembered():
     torch.manual_seed(0)
     D = ogan_plugin.wrap(DictD().double(), NZ)
