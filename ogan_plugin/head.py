@@ -17,11 +17,14 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.scores import ScoreChoice, check_score_choice, pick_score
+
 __all__ = [
     "Adaptation",
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
+    "as_wrapped",
     "find_scalar_head",
     "is_spectral_normed",
     "wrap",
@@ -94,11 +97,15 @@ class Adaptation(NamedTuple):
 
 
 class Decomposition(NamedTuple):
-    """The orthogonal parts of the encoder output (METHOD.md section 1).
+    """The orthogonal parts of the encoder output (METHOD.md sections 1 and 7).
 
-    ``score`` (B,) float32 (float64 for float64 networks) = mean(raw) (before any Sigmoid D applies after its head);
-    ``code`` (B, z_dim) float32 = raw - score (orthogonal to all-ones); ``raw`` (B, z_dim)
-    in the network's dtype; ``output``: what D's own forward returned.
+    ``score`` (B,) float32 (float64 for float64 networks): what the O-GAN losses train on,
+    picked from D's output by ``wrap(..., score=)`` (:mod:`ogan_plugin.scores`): D's
+    whole output (a projection discriminator's class term included), or the head's mean
+    ``mean(raw)`` for a discriminator ending in a Sigmoid;
+    ``code`` (B, z_dim) float32 = raw - mean(raw) (orthogonal to all-ones); ``raw``
+    (B, z_dim) in the network's dtype: the widened head's outputs; ``output``: what D's
+    own forward returned.
     """
 
     score: Tensor
@@ -226,13 +233,16 @@ class OGANDiscriminator(nn.Module):
 
     The wrapped module is ``self.discriminator`` (the original object, with its head
     replaced in place); its other parameters are the very same tensors as before.
+    ``score_from`` is the rule that picks the losses' score (``wrap(..., score=)``).
     """
 
-    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int) -> None:
+    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int, score: ScoreChoice = "auto") -> None:
         super().__init__()
         self.discriminator = discriminator
         self.head_path = head_path
         self.z_dim = z_dim
+        self.score_from = check_score_choice(score)
+        self._score_cache: dict = {}  # the element "auto" found in a container output
 
     @property
     def head(self) -> OGANHead:
@@ -242,26 +252,38 @@ class OGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.discriminator(x, *args, **kwargs)
 
-    def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
-        """Run D on ``x`` and return :class:`Decomposition` (score, code, raw, output)."""
+    def raw_outputs(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
+        """Run D on ``x`` (extra arguments, such as labels, go to D's forward); return the
+        head's raw outputs (B, z_dim) and D's own output.  No score is picked."""
         head = self.head
         head.last_raw = None
-        output = self.discriminator(x, *args, **kwargs)
+        output = self(x, *args, **kwargs)  # through forward: a patched forward (accelerate's autocast) applies
         raw = head.last_raw
         head.last_raw = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
+        return raw, output
+
+    def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
+        """Run D on ``x`` and return :class:`Decomposition` (score, code, raw, output).
+
+        Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
+        score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
+        """
+        raw, output = self.raw_outputs(x, *args, **kwargs)
         acc = _accumulate(raw)
-        score = acc.mean(dim=1)
-        return Decomposition(score, acc - score[:, None], raw, output)
+        head_score = acc.mean(dim=1)
+        score = pick_score(output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path)
+        return Decomposition(score, acc - head_score[:, None], raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).
 
         ``std`` is the population standard deviation (``unbiased=False``), floored at
-        ``eps``.  Feed ``scale * encode(x)`` to the generator to reconstruct.
+        ``eps``.  Feed ``scale * encode(x)`` to the generator to reconstruct.  Extra
+        arguments (labels) go to D's forward.
         """
-        code = self.decompose(x, *args, **kwargs).code
+        code = _accumulate(self.raw_outputs(x, *args, **kwargs)[0])
         code = code - code.mean(dim=1, keepdim=True)
         return code / code.std(dim=1, unbiased=False, keepdim=True).clamp_min(eps)
 
@@ -286,13 +308,19 @@ class OGANDiscriminator(nn.Module):
     # -- checkpoints ------------------------------------------------------------------------
     @classmethod
     def from_state_dict(
-        cls, discriminator: nn.Module, state_dict: Mapping[str, Any], *, generator: Optional[nn.Module] = None
+        cls,
+        discriminator: nn.Module,
+        state_dict: Mapping[str, Any],
+        *,
+        generator: Optional[nn.Module] = None,
+        score: Optional[ScoreChoice] = None,
     ) -> "OGANDiscriminator":
         """Rebuild a wrapped discriminator from a plain one and a wrapped one's ``state_dict()``.
 
         ``discriminator`` is a freshly built discriminator of the same architecture (not
         wrapped); the head's path and ``z_dim`` are read from the state dict, the
-        discriminator is wrapped (``generator`` as in :func:`wrap`) and the state loaded.
+        discriminator is wrapped (``generator`` and ``score`` as in :func:`wrap`) and the
+        state loaded.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -311,7 +339,7 @@ class OGANDiscriminator(nn.Module):
                 break
         else:
             raise ValueError(f"state_dict has no weight for the head {head_path!r} (looked under {prefix!r})")
-        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator)
+        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator, score=score)
         wrapped.load_state_dict(state_dict)
         return wrapped
 
@@ -384,7 +412,12 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def wrap(
-    discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None, generator: Optional[nn.Module] = None
+    discriminator: nn.Module,
+    z_dim: int,
+    *,
+    head: Optional[str] = None,
+    generator: Optional[nn.Module] = None,
+    score: Optional[ScoreChoice] = None,
 ) -> OGANDiscriminator:
     """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
 
@@ -397,6 +430,13 @@ def wrap(
         generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
             default weight 0.5): an unchanged alternating loop then gets the correlation
             term in both updates (see :mod:`ogan_plugin.integrations.hook`).
+        score: which score the O-GAN losses train on (:mod:`ogan_plugin.scores`):
+            ``"auto"`` (D's whole output, averaged per sample, so a projection
+            discriminator's class term counts; the head's mean when D ends in a Sigmoid;
+            for tuple/dict outputs the first element computed from the head), ``"head"``
+            (the head's mean only), ``"output"`` (D's tensor output as it is), or the
+            index / key of the element of a tuple / dict output.  None: ``"auto"``, or
+            the rule an already wrapped discriminator has.
 
     Returns:
         :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
@@ -404,14 +444,24 @@ def wrap(
         are unchanged at wrap time (the widened head's mean equals the old output).
 
     Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no
-    ``head``) returns it unchanged; with another ``z_dim`` it raises ``ValueError``.
+    ``head``) returns it unchanged (its ``score`` rule set to ``score`` when given); with
+    another ``z_dim`` it raises ``ValueError``.
+
+    Raises:
+        TypeError: ``z_dim`` is not an int, ``score`` is not a str/int, or
+            ``discriminator`` is not an ``nn.Module`` (or is already under DDP).
+        ValueError: ``z_dim`` < 2, or no adapter recognises the head.
     """
+    if score is not None:
+        check_score_choice(score)
     if isinstance(z_dim, bool) or not isinstance(z_dim, int):
         raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
     if z_dim < 2:
         raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
     if isinstance(discriminator, OGANDiscriminator):
         if z_dim == discriminator.z_dim and head is None:
+            if score is not None:
+                discriminator.score_from = score
             return _attach_hook(discriminator, generator)
         raise ValueError(
             f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
@@ -420,7 +470,10 @@ def wrap(
     if not isinstance(discriminator, nn.Module):
         raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
     if isinstance(discriminator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        raise TypeError("wrap the discriminator before DataParallel/DistributedDataParallel, not after")
+        raise TypeError(
+            "wrap the discriminator before DataParallel/DistributedDataParallel (and before "
+            "accelerator.prepare), not after"
+        )
     if any(isinstance(m, OGANHead) for m in discriminator.modules()):
         raise ValueError("discriminator already contains an OGANHead (it was wrapped before)")
 
@@ -445,7 +498,7 @@ def wrap(
     old = discriminator.get_submodule(adaptation.path)
     device = next(old.parameters(), torch.empty(0)).device
     _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
-    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim), generator)
+    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim, "auto" if score is None else score), generator)
 
 
 def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> OGANDiscriminator:
@@ -454,3 +507,39 @@ def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> 
 
         attach(wrapped, generator)
     return wrapped
+
+
+def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGANDiscriminator:
+    """The :class:`OGANDiscriminator` the O-GAN functions work with, from what the user holds.
+
+    ``discriminator`` itself when it is one.  For ``DistributedDataParallel`` around one
+    (what ``accelerator.prepare`` returns in a distributed run, or ``DDP(wrap(D, z))``),
+    a view whose every forward (``decompose``, ``encode``, calls) runs *through* the DDP
+    module, so gradients are synchronised, and whose head is the wrapped one; the view is
+    made once per DDP module and shares all parameters.
+
+    Raises:
+        TypeError: naming ``name``, for anything else (a plain network, DataParallel).
+    """
+    if isinstance(discriminator, OGANDiscriminator):
+        return discriminator
+    if isinstance(discriminator, nn.parallel.DistributedDataParallel) and isinstance(
+        discriminator.module, OGANDiscriminator
+    ):
+        inner = discriminator.module
+        view = discriminator.__dict__.get("_ogan_view")
+        if view is None:
+            view = OGANDiscriminator(discriminator, "module.discriminator." + inner.head_path, inner.z_dim)
+            view._score_cache = inner._score_cache  # one memory of the score's element
+            discriminator.__dict__["_ogan_view"] = view  # a plain attribute: not a submodule, not in state_dict
+        view.score_from = inner.score_from  # the wrapped D's rule, also when changed later
+        return view
+    hint = ""
+    if isinstance(discriminator, nn.DataParallel):
+        hint = " (DataParallel is not supported: use DistributedDataParallel)"
+    elif isinstance(discriminator, nn.Module):
+        hint = " (D = ogan_plugin.wrap(D, z_dim) first)"
+    raise TypeError(
+        f"{name} must be an OGANDiscriminator (from ogan_plugin.wrap), or DistributedDataParallel / "
+        f"accelerator.prepare around one, got {type(discriminator).__name__}{hint}"
+    )
