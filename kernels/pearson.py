@@ -559,6 +559,21 @@ def _forget_ticket(device: torch.device) -> None:
             del _TICKETS[key]
 
 
+def _launched(device: torch.device, describe: Callable[..., tuple[Any, ...]], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """Describe a launch (``describe(*args, **kwargs) -> (Launch or None, *outputs)``) and run it
+    under the guard of ``device``; returns the outputs.  A failed launch may leave the ticket
+    non-zero, so the device's cached tickets are dropped before the error propagates."""
+    with _device_guard(device):
+        launch, *outputs = describe(*args, **kwargs)
+        if launch is not None:
+            try:
+                launch.run()
+            except BaseException:
+                _forget_ticket(device)
+                raise
+    return tuple(outputs)
+
+
 def _options(cfg: dict[str, int]) -> dict[str, Any]:
     """Constexprs and compile options shared by every launch of a configuration."""
     return {
@@ -599,15 +614,7 @@ def pearson_forward(
     Inputs are float32/float16/bfloat16 (B, n) tensors with any strides; nothing is copied.
     The launch runs on the inputs' device and its current stream.
     """
-    with _device_guard(z.device):
-        launch, out = forward_launch(z, e, eps, loss_weight=loss_weight, max_block=max_block)
-        try:
-            launch.run()
-        except BaseException:
-            if loss_weight is not None:
-                _forget_ticket(z.device)
-            raise
-    return out
+    return _launched(z.device, forward_launch, z, e, eps, loss_weight=loss_weight, max_block=max_block)[0]
 
 
 def backward_launch(
@@ -656,10 +663,7 @@ def pearson_backward(
     contiguous, in the dtypes of z and e; ``None`` where not needed.  The launch runs on
     the inputs' device and its current stream.
     """
-    with _device_guard(z.device):
-        launch, gz, ge = backward_launch(grad, z, e, eps, scale, need_z, need_e, max_block=max_block)
-        if launch is not None:
-            launch.run()
+    gz, ge = _launched(z.device, backward_launch, grad, z, e, eps, scale, need_z, need_e, max_block=max_block)
     return gz, ge
 
 

@@ -206,17 +206,8 @@ def ogan_objective_forward(
     Inputs are float32/float16/bfloat16 (B, n) tensors with any strides (read in place).
     The launch runs on the inputs' device and its current stream.
     """
-    dev = e_fake.device
-    with _pearson._device_guard(dev):
-        launch, out = objective_launch(
-            e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps, max_block=max_block
-        )
-        try:
-            launch.run()
-        except BaseException:
-            _pearson._forget_ticket(dev)
-            raise
-    return out
+    args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
+    return _pearson._launched(e_fake.device, objective_launch, *args, max_block=max_block)[0]
 
 
 # --- backend function --------------------------------------------------------------------
