@@ -33,7 +33,7 @@ class CommandError(Exception):
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("ogan_plugin.cli", "list loaded plugins, backends per operation and adapters"),
-    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step)"),
+    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step; --compile: GPU build report; --check: GPU check)"),
     "demo": ("ogan_plugin.demo.command", "train an O-GAN on handwritten digits (or --data), draw samples/reconstructions, report encoder metrics"),
 }
 
