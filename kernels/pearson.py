@@ -482,7 +482,9 @@ def launch_config(B: int, n: int, max_block: Optional[int] = None) -> dict[str, 
     block_n = min(max(_next_pow2(n), MIN_BLOCK), _next_pow2(max_block))
     rows = max(1, min(TILE // block_n, MAX_ROWS))
     tile = rows * block_n
-    num_warps = max(1, min(MAX_WARPS, tile // (32 * ELEMENTS_PER_THREAD)))
+    # one-row programs (rows of TILE and longer) take the most warps: at 2048 x 1 with 8
+    # warps, sm_80's ptxas spills in the strided forward; with 16 it builds clean
+    num_warps = MAX_WARPS if rows == 1 else max(1, min(MAX_WARPS, tile // (32 * ELEMENTS_PER_THREAD)))
     return {
         "BLOCK_N": block_n,
         "ROWS": rows,
