@@ -396,7 +396,16 @@ def write_csv(rows: Sequence[CompileRow], path: str) -> None:
 def run_compile_command(
     target: str, csv: Optional[str] = None, layout: str = "contiguous", out: Callable[[str], None] = print
 ) -> int:
-    """``ogan-plugin bench --compile``: 0 when every build succeeds without spills, else 1.
+    """``ogan-plugin bench --compile``: build, print the table (and the CSV), judge.
+
+    Args:
+        target: ``sm_90a``, ``sm_80``, ... (see :func:`parse_target`).
+        csv: also write the rows to this CSV file (columns :data:`CSV_COLUMNS`).
+        layout: ``"contiguous"`` or ``"strided"`` inputs.
+        out: where lines go.
+
+    Returns:
+        0 when every build succeeded without spills, else 1.
 
     Raises:
         ValueError: a malformed ``--target`` or an unknown ``--layout``.

@@ -392,6 +392,10 @@ def run_check(dry: bool = False, device: Optional[str] = None, csv: Optional[str
         csv: also write the benchmark rows to this CSV file.
         out: where lines go.
 
+    Returns:
+        The exit status: 0 when no check failed, 1 otherwise (the ``--dry`` re-run's own
+        status when it ran in a fresh process).
+
     Raises:
         ValueError: no CUDA device without ``dry``, a non-CUDA ``device``, or
             ``TRITON_INTERPRET=1`` on a GPU run.

@@ -34,6 +34,17 @@ def median_seconds(
     ``calls``.  With ``flush_l2`` (GPU) the L2 cache is flushed before each repetition
     (a buffer twice its size is overwritten), so a repetition starts cold; within it, a
     working set smaller than L2 stays cached after the first call.
+
+    Args:
+        fn: the work to time.
+        device: where it runs (``cuda`` devices are timed with events).
+        iters: timed repetitions.
+        warmup: untimed calls first.
+        calls: calls per repetition.
+        flush_l2: flush the GPU's L2 cache before each repetition.
+
+    Returns:
+        The median over repetitions of the time per call, in seconds.
     """
     for _ in range(warmup):
         fn()
