@@ -99,7 +99,8 @@ def pearson_correlation(
         (float64 when an input is float64).
 
     Raises:
-        TypeError, ValueError: bad inputs, naming the argument (see :func:`check_pair`).
+        TypeError: an input is not a floating-point tensor (see :func:`check_pair`).
+        ValueError: bad shapes, devices or values, naming the argument (see :func:`check_pair`).
         ogan_plugin.registry.BackendUnavailableError: ``backend`` cannot run here.
     """
     check_pair(z, e, check_finite=check_finite)
@@ -132,7 +133,8 @@ def correlation_loss(
         The loss, a scalar, differentiable w.r.t. both inputs.
 
     Raises:
-        TypeError, ValueError: bad inputs, naming the argument (see :func:`check_pair`).
+        TypeError: an input is not a floating-point tensor (see :func:`check_pair`).
+        ValueError: bad shapes, devices or values, naming the argument (see :func:`check_pair`).
         ogan_plugin.registry.BackendUnavailableError: ``backend`` cannot run here.
     """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
