@@ -33,7 +33,7 @@ class CommandError(Exception):
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("ogan_plugin.cli", "list loaded plugins, backends per operation and adapters"),
-    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step)"),
+    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step; --compile: GPU build report; --check: GPU check)"),
     "demo": ("ogan_plugin.demo.command", "train an O-GAN on handwritten digits (or --data), draw samples/reconstructions, report encoder metrics"),
 }
 
@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {op}:")
         for b in reg.backends(op):
             reason = b.check()
-            state = "available" if reason is None else f"unavailable: {reason}"
+            if reason is None:  # also the one-time run-time probe (Triton on CUDA), per device
+                probed = {d: reg.problem(b, d) for d in devices}
+                state = "available" + "".join(f"; unavailable on {d}: {why}" for d, why in probed.items() if why)
+            else:
+                state = f"unavailable: {reason}"
             marks = [d for d in devices if actives[d][op] == b.name]
             active = f"  <- active on {', '.join(marks)}" if marks else ""
             print(f"    {b.name:12s} priority {b.priority:3d}  [{b.plugin}] {state}{active}")
