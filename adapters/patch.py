@@ -21,8 +21,10 @@ To use another reduction on a wrapped discriminator::
     from ogan_plugin.adapters.patch import set_patch_reduction
     set_patch_reduction(D, "max")
 
-A reduction is any function ``(B, z_dim, *spatial) -> (B, z_dim)``; it only changes
-what the code reads, never the patch scores.
+A reduction is any function ``(B, z_dim, *spatial) -> (B, z_dim)``.  It only chooses
+what the code reads: the head shifts each reduced row so that its mean is the mean of
+the patch scores, so the score the adversarial losses see (``decompose(x).score``) and
+D's output map are the same whatever the reduction.
 """
 
 from __future__ import annotations

@@ -46,7 +46,10 @@ class OGANHead(nn.Module):
     head's output shape: ``(B, 1)`` for a row, ``(B, 1, *spatial)`` for a map, so every
     patch of a patch discriminator keeps its score.  ``last_raw`` (what
     :meth:`OGANDiscriminator.decompose` reads) is always ``(B, z_dim)``: the row, the
-    flattened 1x1 map, or the map reduced over its positions by ``patch_reduction``.
+    flattened 1x1 map, or the map reduced over its positions by ``patch_reduction``,
+    shifted per row so that ``mean(last_raw)`` is the mean of the patch scores (the
+    reduction chooses the code, never the score the losses see; for the default spatial
+    mean the shift is zero).
 
     Args:
         layer: the widened layer with ``z_dim`` outputs (``nn.Linear`` / ``nn.ConvNd``,
@@ -104,9 +107,13 @@ class OGANHead(nn.Module):
                     "(ogan_plugin.adapters.patch, active unless it was blocked)"
                 )
             else:
-                raw = self.patch_reduction(out)
-                self.last_raw = raw
-                return _accumulate(out).mean(dim=1, keepdim=True).to(out.dtype)
+                # each patch's score; the code reads the map through the reduction, recentred so
+                # that mean(raw), the score every loss sees, is the mean patch score whatever it is
+                scores = _accumulate(out).mean(dim=1, keepdim=True)
+                reduced = _accumulate(self.patch_reduction(out))
+                raw = reduced - reduced.mean(dim=1, keepdim=True) + scores.flatten(1).mean(dim=1, keepdim=True)
+                self.last_raw = raw.to(out.dtype)
+                return scores.to(out.dtype)
         self.last_raw = raw
         score = _accumulate(raw).mean(dim=1).to(raw.dtype)
         return score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
@@ -558,8 +565,9 @@ def wrap(
 
     Args:
         discriminator: any ``nn.Module`` whose score comes from a 1-output
-            ``nn.Linear`` / ``nn.ConvNd`` (also under spectral norm); other heads need an
-            adapter plugin or ``head=``.
+            ``nn.Linear`` / ``nn.ConvNd`` (a 1x1 or a patch map, also under spectral norm)
+            or a custom linear module with a ``(1, in)`` weight; other heads need an
+            adapter plugin.  Its forward may return a tuple or dict: every output is kept.
         z_dim: the generator's noise size (>= 2).
         head: dotted path of the head layer, to skip automatic detection.
         generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
@@ -607,8 +615,9 @@ def wrap(
         adapters = [n for n, p in reg.pm.list_name_plugin() if hasattr(p, "ogan_adapt_discriminator")]
         raise ValueError(
             f"no adapter recognised this discriminator's head: {what}. Adapters tried: {adapters}. "
-            "Built-ins handle a final nn.Linear(in, 1) or 1-output nn.ConvNd giving a 1x1 map, "
-            "with or without spectral norm. Register your own with the ogan_adapt_discriminator hook."
+            "Built-ins handle a 1-output nn.Linear or nn.ConvNd (1x1 or patch map; with or without spectral "
+            "norm) and custom linear modules with a (1, in) weight. Register your own with the "
+            "ogan_adapt_discriminator hook (docs/wrapping.md)."
         )
     old = discriminator.get_submodule(adaptation.path)
     device = next(old.parameters(), torch.empty(0)).device

