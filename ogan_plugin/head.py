@@ -371,10 +371,14 @@ class OGANDiscriminator(nn.Module):
 
     # -- drop-in: attributes the wrapper lacks belong to the wrapped network ----------------
     def _wrapped_for(self, name: str) -> Optional[nn.Module]:
-        """The wrapped network when ``name`` may be forwarded to it, else None."""
+        """The wrapped network when ``name`` may be forwarded to it, else None (the network
+        inside DataParallel/DistributedDataParallel for :func:`~ogan_plugin.integrations.ddp.distribute`'s view)."""
         if name.startswith("_") or not self.__dict__.get("_forward_attributes"):
             return None
-        return self.__dict__["_modules"].get("discriminator")
+        inner = self.__dict__["_modules"].get("discriminator")
+        if isinstance(inner, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = inner.module
+        return inner
 
     def __getattr__(self, name: str) -> Any:
         try:

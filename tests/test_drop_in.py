@@ -136,3 +136,12 @@ def test_wrapping_after_the_framework_built_its_optimizer_leaves_the_head_out():
     wrapped = ogan_plugin.wrap(fw.discriminator, z_dim=6)
     held = {id(p) for g in fw.opt_d.param_groups for p in g["params"]}
     assert id(wrapped.head.layer.weight) not in held  # why the factory is the place to wrap
+
+
+def test_a_view_around_data_parallel_forwards_to_the_network_inside():
+    d = FrameworkD()
+    wrapped = ogan_plugin.wrap(d, z_dim=5)
+    view = OGANDiscriminator(nn.DataParallel(d), "module." + wrapped.head_path, 5)  # how distribute() builds its view
+    assert view.label_type == "none" and view.describe() == "FrameworkD at 8px"
+    view.alpha = 0.25
+    assert d.alpha == 0.25

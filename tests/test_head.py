@@ -192,3 +192,31 @@ def test_wrapped_is_an_ogan_discriminator_module():
     w = ogan_plugin.wrap(nn.Sequential(nn.Linear(4, 1)), z_dim=3)
     assert isinstance(w, OGANDiscriminator) and isinstance(w, nn.Module)
     assert "z_dim=3" in repr(w)
+
+
+def test_dict_outputs_are_kept_and_decompose_uses_the_wrapped_head():
+    class DictD(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+            self.fc = nn.Linear(8, 1)
+
+        def forward(self, x, scale=1.0):
+            h = self.body(x)
+            return {"logits": self.fc(h).view(-1) * scale, "features": h}
+
+    torch.manual_seed(0)
+    d = DictD()
+    x = torch.randn(4, 6)
+    before = d(x, scale=2.0)
+    wrapped = ogan_plugin.wrap(d, z_dim=5)
+    after = wrapped(x, scale=2.0)
+    assert set(after) == {"logits", "features"}
+    torch.testing.assert_close(after["logits"], before["logits"])
+    torch.testing.assert_close(after["features"], before["features"])
+    dec = wrapped.decompose(x, scale=2.0)  # extra arguments reach D's forward
+    assert isinstance(dec.output, dict) and dec.raw.shape == (4, 5)
+    torch.testing.assert_close(2.0 * dec.score, after["logits"])
+    G = nn.Sequential(nn.Linear(5, 6))
+    r = ogan_plugin.SingleLossStep(G, wrapped, loss="hinge").step(torch.randn(4, 6))
+    assert torch.isfinite(r.loss)
