@@ -6,8 +6,12 @@ each patch ``p`` gets an output vector ``E_p(x)``; the head returns its mean at 
 place, so **D's output map keeps its shape and values** (each patch's score is the mean
 over the ``z_dim`` channels there).  The per-sample raw output ``(B, z_dim)`` that the
 code and the correlation term use comes from the widened map through a *reduction*
-over the patches, by default their mean, ``E(x) = (1/P) sum_p E_p(x)``
-(docs/wrapping.md, "Patch discriminators", has the measurements behind the choice).
+over the patches.  The default, ``"positional"``, splits the patches among the code's
+channels (channel ``i`` reads channel ``i`` of its own patches), so the code keeps where
+things are.  The plain mean over the patches, ``E(x) = (1/P) sum_p E_p(x)``, averages
+that away: on the digits its codes reconstructed held-out images far worse
+(docs/wrapping.md, "How the default reduction was chosen", has the measurements;
+``benchmarks/patch_encoder.py`` reproduces them).
 
 This plugin does not widen layers itself: it is a *wrapper* around the other adapters
 (``@hookimpl(wrapper=True)``).  Whichever adapter recognised the head (the plain
@@ -19,7 +23,7 @@ reduced (its one position is the sample's row), so DCGAN heads are unaffected.
 To use another reduction on a wrapped discriminator::
 
     from ogan_plugin.adapters.patch import set_patch_reduction
-    set_patch_reduction(D, "max")
+    set_patch_reduction(D, "mean")
 
 A reduction is any function ``(B, z_dim, *spatial) -> (B, z_dim)``.  It only chooses
 what the code reads: the head shifts each reduced row so that its mean is the mean of
@@ -29,15 +33,25 @@ D's output map are the same whatever the reduction.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Generator, Optional, Union
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import CONV_TYPES, Adaptation, OGANDiscriminator, OGANHead, _accumulate
 from ogan_plugin.hookspecs import hookimpl
 
-__all__ = ["DEFAULT_REDUCTION", "REDUCTIONS", "patch_max", "patch_mean", "set_patch_reduction"]
+__all__ = [
+    "DEFAULT_REDUCTION",
+    "REDUCTIONS",
+    "patch_max",
+    "patch_mean",
+    "patch_positional",
+    "positional_weights",
+    "set_patch_reduction",
+]
 
 
 def patch_mean(out: Tensor) -> Tensor:
@@ -50,11 +64,44 @@ def patch_max(out: Tensor) -> Tensor:
     return out.flatten(2).amax(dim=2)
 
 
-#: reductions by name (``set_patch_reduction`` accepts these names or a function)
-REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"mean": patch_mean, "max": patch_max}
+@functools.lru_cache(maxsize=64)
+def positional_weights(z_dim: int, patches: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(z_dim, patches)`` weights of :func:`patch_positional`; each row sums to 1.
 
-#: the reduction new patch heads get
-DEFAULT_REDUCTION = "mean"
+    The patches, in raster order, are split among the channels: channel ``i`` covers the
+    positions ``[floor(i P / z), floor((i + 1) P / z))`` (at least one).  With fewer patches
+    than channels several channels read the same patch; with more, each channel averages a
+    contiguous run of patches.
+    """
+    start = torch.arange(z_dim, dtype=torch.float64) * patches / z_dim
+    lo = start.floor().long()
+    hi = torch.maximum(((torch.arange(z_dim, dtype=torch.float64) + 1) * patches / z_dim).floor().long(), lo + 1)
+    p = torch.arange(patches)[None, :]
+    w = ((p >= lo[:, None]) & (p < hi[:, None])).to(torch.float64)
+    return (w / w.sum(dim=1, keepdim=True)).to(device=device, dtype=dtype)
+
+
+def patch_positional(out: Tensor) -> Tensor:
+    """Each channel reads its own patches: ``(B, z, *spatial) -> (B, z)``.
+
+    Channel ``i`` of the code is the (mean) value of channel ``i`` at the patches
+    :func:`positional_weights` assigns to it, so the code keeps *where* things are in the
+    image, which the mean over all patches averages away (reduced in float32).
+    """
+    flat = _accumulate(out.flatten(2))
+    weights = positional_weights(flat.shape[1], flat.shape[2], flat.device, flat.dtype)
+    return torch.einsum("bzp,zp->bz", flat, weights).to(out.dtype)
+
+
+#: reductions by name (``set_patch_reduction`` accepts these names or a function)
+REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "mean": patch_mean,
+    "positional": patch_positional,
+    "max": patch_max,
+}
+
+#: the reduction new patch heads get (measured against the others: docs/wrapping.md)
+DEFAULT_REDUCTION = "positional"
 
 
 def _resolve(reduction: Union[str, Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
@@ -74,7 +121,7 @@ def set_patch_reduction(
 
     Args:
         wrapped_discriminator: from :func:`ogan_plugin.wrap`, with a convolution head.
-        reduction: a name of :data:`REDUCTIONS` (``"mean"``, ``"max"``) or a function
+        reduction: a name of :data:`REDUCTIONS` (``"positional"``, ``"mean"``, ``"max"``) or a function
             ``(B, z_dim, *spatial) -> (B, z_dim)``.
 
     Raises:

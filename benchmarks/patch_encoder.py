@@ -16,7 +16,7 @@ Every configuration then reports, on the same held-out digits and the same fresh
                classifier's logit space (lower = better samples; fd_ref = held-out digits)
 
     python benchmarks/patch_encoder.py                       # every configuration, seed 0
-    python benchmarks/patch_encoder.py --configs mean assign --seeds 0 1 --csv patch.csv
+    python benchmarks/patch_encoder.py --configs mean positional --seeds 0 1 --csv patch.csv
 
 One thread (the machine is shared); each configuration trains from the same seed.
 """
@@ -45,22 +45,7 @@ Z_DIM = 32
 SCALES = (0.5, 0.7, 0.9, 1.1)
 
 
-# --- reductions tried beside the shipped ones (ogan_plugin.adapters.patch.REDUCTIONS) -----------
-def patch_assign(out: Tensor) -> Tensor:
-    """Channel i reads one patch, i mod P (with more patches than channels: the mean of the
-    patches p with p mod z == i).  Keeps where things are; each channel sees one place."""
-    flat = out.flatten(2).float()
-    z, P = flat.shape[1], flat.shape[2]
-    mask = _assignment(z, P, flat.device)
-    return ((flat * mask).sum(dim=2) / mask.sum(dim=1)).to(out.dtype)
-
-
-def _assignment(z: int, P: int, device: torch.device) -> Tensor:
-    i = torch.arange(z, device=device)[:, None]
-    p = torch.arange(P, device=device)[None, :]
-    return (p == i % P).float() if P <= z else (p % z == i).float()
-
-
+# --- a reduction tried beside the shipped ones (ogan_plugin.adapters.patch.REDUCTIONS) -------------
 def patch_mix(out: Tensor) -> Tensor:
     """Each channel a fixed random (seeded) signed mix of all patches, weights N(0, 1/P)."""
     flat = out.flatten(2).float()
@@ -70,7 +55,7 @@ def patch_mix(out: Tensor) -> Tensor:
     return (flat * a).sum(dim=2).to(out.dtype)
 
 
-ALL_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {**REDUCTIONS, "assign": patch_assign, "mix": patch_mix}
+ALL_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {**REDUCTIONS, "mix": patch_mix}
 
 
 # --- the networks ---------------------------------------------------------------------------------
@@ -102,7 +87,7 @@ BASE: dict[str, Any] = {
 CONFIGS: dict[str, dict[str, Any]] = {
     "mean": {},
     "max": {"reduction": "max"},
-    "assign": {"reduction": "assign"},
+    "positional": {"reduction": "positional"},
     "mix": {"reduction": "mix"},
     "mean_2x2": {"patches": 2},
     "1x1_head": {"patches": 1},
@@ -110,7 +95,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "mean_g_weight_0.5": {"corr_weight_g": 0.5},
     "mean_slow_d": {"d_lr_mult": 0.5},
     "mean_2000_steps": {"steps": 2000},
-    "assign_translate": {"reduction": "assign", "translate": 1},
+    "positional_translate": {"reduction": "positional", "translate": 1},
     "mix_translate": {"reduction": "mix", "translate": 1},
 }
 

@@ -49,12 +49,16 @@ def test_every_patch_keeps_its_score_and_the_raw_output_is_the_map_mean(norm):
     torch.testing.assert_close(out, before, rtol=1e-7, atol=1e-9)
     dec = wrapped.decompose(x)
     assert dec.raw.shape == (5, 7) and dec.code.shape == (5, 7)
-    # raw = the spatial mean of the widened map; its mean over z_dim = the mean patch logit
+    assert wrapped.head.patch_reduction is patch.patch_positional  # the default
+    # the code: the widened map read through the reduction; the score: the mean patch logit
     widened = wrapped.head.layer(d[:4](x)) * wrapped.head.output_scale
-    torch.testing.assert_close(dec.raw, widened.mean(dim=(2, 3)), rtol=1e-9, atol=1e-9)
+    reduced = patch.patch_positional(widened)
+    torch.testing.assert_close(dec.code, reduced - reduced.mean(dim=1, keepdim=True), rtol=1e-9, atol=1e-9)
     logits = torch.logit(before).mean(dim=(1, 2, 3))
     torch.testing.assert_close(dec.score, logits, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(dec.code.sum(dim=1), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-9)
+    patch.set_patch_reduction(wrapped, "mean")  # the mean over the patches: raw is exactly the map's mean
+    torch.testing.assert_close(wrapped.decompose(x).raw, widened.mean(dim=(2, 3)), rtol=1e-9, atol=1e-9)
 
 
 def test_gradients_of_the_patch_code_pass_gradcheck():
@@ -150,7 +154,28 @@ def test_half_precision_maps_are_reduced_in_float32():
     d = patch_gan().to(torch.bfloat16)
     wrapped = ogan_plugin.wrap(d, z_dim=8)
     x = torch.randn(2, 1, 16, 16, dtype=torch.bfloat16)
+    patch.set_patch_reduction(wrapped, "mean")
     raw = wrapped.decompose(x).raw
     widened = wrapped.head.layer(d[:4](x))
     assert raw.dtype == torch.bfloat16
     torch.testing.assert_close(raw, widened.float().mean(dim=(2, 3)).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("z_dim, patches", [(32, 16), (32, 25), (8, 20), (4, 4), (3, 7), (5, 1)])
+def test_positional_weights_split_every_patch_among_the_channels(z_dim, patches):
+    w = patch.positional_weights(z_dim, patches, torch.device("cpu"), torch.float64)
+    assert w.shape == (z_dim, patches)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(z_dim, dtype=torch.float64))
+    assert (w.sum(dim=0) > 0).all()  # no patch is left out
+    for row in w:  # each channel reads one contiguous run of patches, in equal parts
+        idx = row.nonzero().flatten()
+        assert torch.equal(idx, torch.arange(int(idx[0]), int(idx[-1]) + 1))
+        torch.testing.assert_close(row[idx], torch.full((len(idx),), 1.0 / len(idx), dtype=torch.float64))
+
+
+def test_positional_reduction_reads_each_channel_at_its_own_patches():
+    m = torch.arange(2 * 4 * 2 * 2, dtype=torch.float64).view(2, 4, 2, 2)  # z = 4 channels, 4 patches
+    torch.testing.assert_close(patch.patch_positional(m), torch.stack([m[:, i].flatten(1)[:, i] for i in range(4)], 1))
+    m2 = m[:, :2]  # z = 2: channel 0 averages patches 0-1, channel 1 patches 2-3
+    expected = torch.stack([m2[:, 0].flatten(1)[:, :2].mean(1), m2[:, 1].flatten(1)[:, 2:].mean(1)], 1)
+    torch.testing.assert_close(patch.patch_positional(m2), expected)

@@ -68,3 +68,18 @@ def test_torchgan_trainer_with_the_factory_and_attach_pattern(torchgan, tmp_path
         trainer.train_iter()
     assert hook.calls == 6 and hook.last_rho is not None  # D's and G's update in every iteration
     assert not torch.equal(D.head.layer.weight, head_before)
+
+
+def test_the_example_runs_and_prints_rho(torchgan):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "torchgan_single_loss.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--steps", "3", "--threads", "1", "--torchvision-stand-in"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "step     3" in done.stdout and "mean rho on 1000 fresh z:" in done.stdout
+    assert "held-out reconstruction MSE:" in done.stdout
