@@ -17,6 +17,7 @@ Every configuration then reports, on the same held-out digits and the same fresh
 
     python benchmarks/patch_encoder.py                       # every configuration, seed 0
     python benchmarks/patch_encoder.py --configs mean positional --seeds 0 1 --csv patch.csv
+    python benchmarks/patch_encoder.py --configs mean positional --pictures docs/wrapping
 
 One thread (the machine is shared); each configuration trains from the same seed.
 """
@@ -28,6 +29,7 @@ import csv
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -115,7 +117,7 @@ def _invert(G: nn.Module, D, x: Tensor, steps: int = 200, lr: float = 0.05) -> f
         return float((G(z) - x).pow(2).mean())
 
 
-def run_config(name: str, cfg: dict[str, Any], seed: int, data, clf) -> dict[str, Any]:
+def run_config(name: str, cfg: dict[str, Any], seed: int, data, clf, pictures: str | None = None) -> dict[str, Any]:
     torch.manual_seed(seed)
     G = Generator(Z_DIM, 16, 1, cfg["width"])
     D = ogan_plugin.wrap(PatchDiscriminator(cfg["width"], cfg["patches"]), z_dim=Z_DIM)
@@ -151,6 +153,12 @@ def run_config(name: str, cfg: dict[str, Any], seed: int, data, clf) -> dict[str
     with torch.no_grad():
         row["self"] = float((ogan_plugin.reconstruct(G, D, samples) - samples).pow(2).mean())
     row["fd"] = evaluate.sample_quality(G, clf, x_train, Z_DIM, 1000, seed=seed + 300).frechet
+    if pictures:
+        from ogan_plugin.images import save_grid
+
+        x = data.test_x[:16]
+        rec = ogan_plugin.reconstruct(G, D, x)
+        save_grid(torch.cat([x, rec, samples[:16]]), f"{pictures}/patch_{name}_seed{seed}.png", nrow=16)
     return row
 
 
@@ -168,8 +176,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override every configuration's step count")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--csv", default=None, help="also append the rows to this CSV file")
+    parser.add_argument("--pictures", default=None, metavar="DIR",
+                        help="save DIR/patch_<config>_seed<seed>.png: 16 held-out digits, their reconstructions, 16 samples")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.pictures:
+        Path(args.pictures).mkdir(parents=True, exist_ok=True)
 
     data = split(load_digits(16), held_out=0.2, seed=0)
     clf = evaluate.PixelClassifier().fit(data.train_x, data.train_y)
@@ -182,7 +194,7 @@ def main() -> None:
             cfg = {**BASE, **CONFIGS[name]}
             if args.steps is not None:
                 cfg["steps"] = args.steps
-            row = run_config(name, cfg, seed, data, clf)
+            row = run_config(name, cfg, seed, data, clf, args.pictures)
             print(" | ".join(_fmt(row[c]) for c in COLUMNS), flush=True)
             if args.csv:
                 with open(args.csv, "a", newline="") as f:
