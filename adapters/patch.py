@@ -64,7 +64,6 @@ def patch_max(out: Tensor) -> Tensor:
     return out.flatten(2).amax(dim=2)
 
 
-@functools.lru_cache(maxsize=64)
 def positional_weights(z_dim: int, patches: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``(z_dim, patches)`` weights of :func:`patch_positional`; each row sums to 1.
 
@@ -89,8 +88,15 @@ def patch_positional(out: Tensor) -> Tensor:
     image, which the mean over all patches averages away (reduced in float32).
     """
     flat = _accumulate(out.flatten(2))
-    weights = positional_weights(flat.shape[1], flat.shape[2], flat.device, flat.dtype)
+    weights = (positional_weights if torch.compiler.is_compiling() else _cached_weights)(
+        flat.shape[1], flat.shape[2], flat.device, flat.dtype
+    )
     return torch.einsum("bzp,zp->bz", flat, weights).to(out.dtype)
+
+
+#: eager calls reuse the weights per (z_dim, patches, device, dtype); compiled code builds
+#: them inside the traced graph (Dynamo does not honour an lru_cache)
+_cached_weights = functools.lru_cache(maxsize=64)(positional_weights)
 
 
 #: reductions by name (``set_patch_reduction`` accepts these names or a function)

@@ -179,3 +179,10 @@ def test_positional_reduction_reads_each_channel_at_its_own_patches():
     m2 = m[:, :2]  # z = 2: channel 0 averages patches 0-1, channel 1 patches 2-3
     expected = torch.stack([m2[:, 0].flatten(1)[:, :2].mean(1), m2[:, 1].flatten(1)[:, 2:].mean(1)], 1)
     torch.testing.assert_close(patch.patch_positional(m2), expected)
+
+
+def test_the_positional_reduction_traces_without_a_graph_break():
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    x = torch.randn(3, 1, 16, 16)
+    traced = torch.compile(lambda t: wrapped.decompose(t).raw, backend="eager", fullgraph=True)
+    torch.testing.assert_close(traced(x), wrapped.decompose(x).raw)
