@@ -229,8 +229,9 @@ def custom_linear_rows(m: nn.Module) -> Optional[int]:
 def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tuple[str, nn.Module]:
     """Locate the candidate scalar head of ``discriminator``: (dotted path, module).
 
-    With ``head`` given, that submodule.  Otherwise the single ``nn.Linear`` /
-    ``nn.ConvNd`` with one output; when there are several, the last registered one is
+    With ``head`` given, that submodule.  Otherwise the single layer with one output
+    (``nn.Linear``, ``nn.ConvNd`` or a custom linear module, see :func:`out_features`);
+    when there are several, the last registered one is
     the head only if it is also the last layer with parameters (a Sequential ending);
     anything else is ambiguous and raises, asking for ``head=``.
     """

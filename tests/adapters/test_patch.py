@@ -186,3 +186,20 @@ def test_the_positional_reduction_traces_without_a_graph_break():
     x = torch.randn(3, 1, 16, 16)
     traced = torch.compile(lambda t: wrapped.decompose(t).raw, backend="eager", fullgraph=True)
     torch.testing.assert_close(traced(x), wrapped.decompose(x).raw)
+
+
+def test_hook_mode_adds_the_correlation_gradient_through_the_patch_map():
+    torch.manual_seed(5)
+    G = nn.Sequential(nn.Linear(6, 256), nn.Tanh(), nn.Unflatten(1, (1, 16, 16)))
+    D = ogan_plugin.wrap(patch_gan(), z_dim=6, generator=G)  # an unchanged loop's per-patch loss
+    z = torch.randn(8, 6)
+    fake = G(z)
+    out = D(fake.detach())
+    assert out.shape == (8, 1, 4, 4)
+    (0.0 * out).sum().backward()  # the loop's own loss contributes nothing here ...
+    grad = D.head.layer.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # ... the correlation term still reaches the head
+    expected = torch.autograd.grad(
+        ogan_plugin.correlation_loss(z, D.decompose(fake.detach()).raw, 0.5), D.head.layer.weight
+    )[0]
+    torch.testing.assert_close(grad, expected)
