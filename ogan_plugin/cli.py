@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {'':12s} {b.description}")
     print("\nadapters (tried in this order):")
     for impl in reversed(reg.pm.hook.ogan_adapt_discriminator.get_hookimpls()):
-        print(f"  {impl.plugin_name}")
+        wraps = "  (wrapper: adjusts the answer of the adapters below)" if impl.wrapper or impl.hookwrapper else ""
+        print(f"  {impl.plugin_name}{wraps}")
     print("\nlosses:", ", ".join(sorted(reg.losses())))
     return 0
 

@@ -58,6 +58,8 @@ BUILTIN_PLUGINS = (
     "ogan_plugin.adapters.spectral_norm",
     "ogan_plugin.adapters.linear",
     "ogan_plugin.adapters.conv",
+    "ogan_plugin.adapters.patch",
+    "ogan_plugin.adapters.custom_linear",
     "ogan_plugin.kernels.pearson",
     "ogan_plugin.kernels.single_loss",
     "ogan_plugin.losses",
