@@ -85,6 +85,7 @@ class OGANHead(nn.Module):
         self.scaled = float(output_scale) != 1.0
         self.patch_reduction = patch_reduction
         self.last_raw: Optional[Tensor] = None
+        self.last_score: Optional[Tensor] = None  # what the last forward returned (a score, or a patch map)
 
     def forward(self, h: Tensor) -> Tensor:
         out = self.layer(h)
@@ -116,16 +117,18 @@ class OGANHead(nn.Module):
                 reduced = _accumulate(self.patch_reduction(out))
                 raw = reduced - reduced.mean(dim=1, keepdim=True) + scores.flatten(1).mean(dim=1, keepdim=True)
                 self.last_raw = raw.to(out.dtype)
-                return scores.to(out.dtype)
+                self.last_score = scores.to(out.dtype)
+                return self.last_score
         self.last_raw = raw
         score = _accumulate(raw).mean(dim=1).to(raw.dtype)
-        return score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        self.last_score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        return self.last_score
 
     def __getstate__(self) -> dict[str, Any]:
         # the last forward's output (possibly part of an autograd graph) is not state:
         # copy.deepcopy and pickling would fail on it after a plain forward
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "last_raw": None}
+        return {**state, "last_raw": None, "last_score": None}
 
     def _not_per_sample(self, h: Tensor, out: Tensor, expected: str) -> str:
         return (
@@ -432,16 +435,21 @@ class OGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.discriminator(x, *args, **kwargs)
 
+    def _run(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Any]:
+        """D's forward on ``x``: (the head's raw outputs, what the head returned, D's output)."""
+        head = self.head
+        head.last_raw = head.last_score = None
+        output = self(x, *args, **kwargs)  # through forward: a patched forward (accelerate's autocast) applies
+        raw, head_out = head.last_raw, head.last_score
+        head.last_raw = head.last_score = None
+        if raw is None:
+            raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
+        return raw, head_out, output
+
     def raw_outputs(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
         """Run D on ``x`` (extra arguments, such as labels, go to D's forward); return the
         head's raw outputs (B, z_dim) and D's own output.  No score is picked."""
-        head = self.head
-        head.last_raw = None
-        output = self(x, *args, **kwargs)  # through forward: a patched forward (accelerate's autocast) applies
-        raw = head.last_raw
-        head.last_raw = None
-        if raw is None:
-            raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
+        raw, _, output = self._run(x, *args, **kwargs)
         return raw, output
 
     def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
@@ -450,10 +458,12 @@ class OGANDiscriminator(nn.Module):
         Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
         score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
         """
-        raw, output = self.raw_outputs(x, *args, **kwargs)
+        raw, head_out, output = self._run(x, *args, **kwargs)
         acc = _accumulate(raw)
         head_score = acc.mean(dim=1)
-        score = pick_score(output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path)
+        score = pick_score(
+            output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
+        )
         return Decomposition(score, acc - head_score[:, None], raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:

@@ -16,8 +16,9 @@ training.  The correlation term and the code use the head's raw outputs only.  S
     For a tuple, list or dict output: the first element that comes from the head (its
     autograd graph reaches the head's parameters, or, without gradients, its per-sample
     mean equals the head's mean); the element found is remembered.  Exception: when D's
-    per-sample output equals ``sigmoid`` of the head's mean (a discriminator ending in a
-    Sigmoid, whose output is a probability), the score is the head's mean, the logit the
+    output equals ``sigmoid`` of what the head returned, per sample or per patch (a
+    discriminator ending in a Sigmoid, whose output is a probability), the score is the
+    head's mean (the mean patch logit), the logit the
     losses expect.
 ``"head"``
     The head's mean alone (the O-GAN paper's score; D's output is ignored).
@@ -214,6 +215,7 @@ def pick_score(
     cache: Optional[dict] = None,
     head: Optional[Any] = None,
     head_path: str = "head",
+    head_out: Optional[Tensor] = None,
 ) -> Tensor:
     """The per-sample score (B,) the O-GAN losses use (module docstring).
 
@@ -226,6 +228,9 @@ def pick_score(
         head: the head module: an element "comes from the head" when its autograd graph
             reaches the head's parameters (None: only the value check is made).
         head_path: the head's name, for messages.
+        head_out: what the head returned in that forward (its score, or a patch
+            discriminator's map of patch scores), for the Sigmoid check of "auto" (None:
+            the check compares per-sample outputs with the head's mean only).
 
     Returns:
         (B,) float32 (float64 for float64 outputs), differentiable through what it was
@@ -250,12 +255,14 @@ def pick_score(
             o, where = _element(output, key), f"element {key!r} of D's output"
         value = _per_sample(o, batch, where)
         score = _exact(value, o, head_score)
-        if o.numel() != batch:
+        # A Sigmoid after the head: D's output is a probability (per sample, or per patch of
+        # a patch map), while the losses want the logit, the head's mean.
+        logits = head_score if head_out is None else head_out
+        if o.numel() != logits.numel():
             return score
-        # A Sigmoid after the head: D's output is a probability, the losses want the logit.
-        prob = torch.sigmoid(head_score.to(o.dtype)).to(value.dtype)
+        prob = torch.sigmoid(logits.detach().reshape(-1).to(o.dtype))
         tol = 4 * torch.finfo(o.dtype).eps
-        is_probability = ((value - prob).abs() <= tol).all()
+        is_probability = ((o.detach().reshape(-1) - prob).abs() <= tol).all()
         return torch.where(is_probability, head_score.to(score.dtype), score)
     o = _element(output, choice)
     _check_named_element(o, choice, head, cache.setdefault("checked", {}), (_structure(output), choice))

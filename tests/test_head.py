@@ -216,7 +216,10 @@ def test_dict_outputs_are_kept_and_decompose_uses_the_wrapped_head():
     torch.testing.assert_close(after["features"], before["features"])
     dec = wrapped.decompose(x, scale=2.0)  # extra arguments reach D's forward
     assert isinstance(dec.output, dict) and dec.raw.shape == (4, 5)
-    torch.testing.assert_close(2.0 * dec.score, after["logits"])
+    # the losses' score is the element computed from the head, as D returns it (wrap's score rule);
+    # the head's own mean is what D scaled
+    torch.testing.assert_close(dec.score, after["logits"])
+    torch.testing.assert_close(2.0 * dec.raw.float().mean(dim=1), after["logits"])
     G = nn.Sequential(nn.Linear(5, 6))
     r = ogan_plugin.SingleLossStep(G, wrapped, loss="hinge").step(torch.randn(4, 6))
     assert torch.isfinite(r.loss)

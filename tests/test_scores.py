@@ -250,3 +250,18 @@ def test_bad_score_choices_are_named():
     single = ogan_plugin.wrap(nn.Sequential(nn.Linear(3, 1)), NZ, score=0)
     with pytest.raises(ValueError, match="score=0 names an element of D's output, but D returns a single tensor"):
         single.decompose(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("ending", ["none", "sigmoid", "sigmoid_flat"])
+def test_auto_on_a_patch_map_takes_the_mean_patch_logit_also_behind_a_sigmoid(ending):
+    """A patch discriminator's map: the losses' score is the mean patch logit, whether D returns
+    the logits, their sigmoid, or the sigmoid flattened (the check runs patch by patch)."""
+    tail = {"none": [], "sigmoid": [nn.Sigmoid()], "sigmoid_flat": [nn.Sigmoid(), nn.Flatten()]}[ending]
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3, 1, 1), *tail).double()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    logits = d[:3](x).detach()  # (3, 1, 4, 4) patch logits before the wrap
+    wrapped = ogan_plugin.wrap(d, z_dim=5)
+    dec = wrapped.decompose(x)
+    torch.testing.assert_close(dec.score, logits.mean(dim=(1, 2, 3)), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(dec.score, dec.raw.mean(dim=1), rtol=1e-9, atol=1e-9)
