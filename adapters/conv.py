@@ -2,7 +2,9 @@
 
 The DCGAN discriminator is the typical case: ``Conv2d(8 * ndf, 1, 4, 1, 0)`` on a 4x4
 feature map, often followed by a Sigmoid.  A convolution that yields a larger map (a
-patch discriminator) is recognised here but fails at its first forward with a clear error.
+patch discriminator) is widened here too; :mod:`ogan_plugin.adapters.patch` gives its
+head the reduction from the map to the per-sample code.  Subclasses that override
+``forward`` (they may compute something else) are left to adapter plugins.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, find_scalar_head, is_spectral_normed, widen_layer
+from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
 from ogan_plugin.hookspecs import hookimpl
 
 
@@ -21,6 +23,7 @@ def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optiona
         path, layer = find_scalar_head(discriminator, head)
     except LookupError:
         return None
-    if not isinstance(layer, CONV_TYPES) or layer.out_channels != 1 or is_spectral_normed(layer):
+    plain = isinstance(layer, CONV_TYPES) and has_plain_forward(layer) and not is_spectral_normed(layer)
+    if not plain or layer.out_channels != 1:
         return None
     return Adaptation(path, OGANHead(widen_layer(layer, z_dim), z_dim))

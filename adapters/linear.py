@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ogan_plugin.head import Adaptation, OGANHead, find_scalar_head, is_spectral_normed, widen_layer
+from ogan_plugin.head import Adaptation, OGANHead, find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
 from ogan_plugin.hookspecs import hookimpl
 
 
@@ -20,6 +20,7 @@ def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optiona
         path, layer = find_scalar_head(discriminator, head)
     except LookupError:
         return None
-    if not isinstance(layer, nn.Linear) or layer.out_features != 1 or is_spectral_normed(layer):
+    plain = isinstance(layer, nn.Linear) and has_plain_forward(layer) and not is_spectral_normed(layer)
+    if not plain or layer.out_features != 1:
         return None
     return Adaptation(path, OGANHead(widen_layer(layer, z_dim), z_dim))

@@ -26,6 +26,7 @@ from ogan_plugin.head import (
     OGANHead,
     centered_rows,
     find_scalar_head,
+    has_plain_forward,
     is_spectral_normed,
     new_layer_like,
     out_features,
@@ -104,6 +105,11 @@ def ogan_adapt_discriminator(discriminator: nn.Module, z_dim: int, head: Optiona
         path, layer = find_scalar_head(discriminator, head)
     except LookupError:
         return None
-    if not isinstance(layer, (nn.Linear, *CONV_TYPES)) or out_features(layer) != 1 or not is_spectral_normed(layer):
+    if (
+        not isinstance(layer, (nn.Linear, *CONV_TYPES))
+        or out_features(layer) != 1
+        or not is_spectral_normed(layer)
+        or not has_plain_forward(layer)
+    ):
         return None
     return Adaptation(path, widen_spectral_normed(layer, z_dim))

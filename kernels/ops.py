@@ -15,7 +15,10 @@ without its own kernel uses it too) and a CUDA implementation (the Triton launch
 
 Each has a fake (meta) implementation, so ``torch.compile`` traces calls to them as single
 graph nodes, with the backward formula registered through ``register_autograd``: no graph
-break, and the same names on every device.  The ``triton`` backends call these operators
+break, and the same names on every device.  Every implementation returns contiguous
+tensors, as the fakes declare and as the kernels write them, whatever the inputs'
+layout (a transposed input keeps its layout through the torch reference, so the
+reference's results are made contiguous here).  The ``triton`` backends call these operators
 for CUDA tensors.  Importing :mod:`ogan_plugin.kernels` registers them (Triton itself is
 imported only when a CUDA implementation first runs).
 """
@@ -41,14 +44,18 @@ def _empty_grad(like: Tensor) -> Tensor:
     return like.new_empty(0)
 
 
+def _grad_pair(gz: Optional[Tensor], ge: Optional[Tensor], z: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    """The operator's (gz, ge): contiguous, an empty tensor where a gradient was not asked for."""
+    return (gz.contiguous() if gz is not None else _empty_grad(z)), (ge.contiguous() if ge is not None else _empty_grad(e))
+
+
 # --- pearson_backward (shared by pearson and correlation_loss) ---------------------------
 @torch.library.custom_op("ogan_plugin::pearson_backward", mutates_args=())
 def pearson_backward(
     grad: Tensor, z: Tensor, e: Tensor, eps: float, scale: float, need_z: bool, need_e: bool
 ) -> tuple[Tensor, Tensor]:
     """Gradients of ``sum(scale * grad * rho(z, e))`` (CPU: closed form in torch)."""
-    gz, ge = _pearson.pearson_grad_reference(grad, z, e, eps, scale, need_z, need_e)
-    return (gz if gz is not None else _empty_grad(z)), (ge if ge is not None else _empty_grad(e))
+    return _grad_pair(*_pearson.pearson_grad_reference(grad, z, e, eps, scale, need_z, need_e), z, e)
 
 
 @pearson_backward.register_kernel("cuda")
@@ -59,7 +66,7 @@ def _pearson_backward_cuda(
         gz, ge = _pearson.pearson_grad_reference(grad, z, e, eps, scale, need_z, need_e)
     else:
         gz, ge = _pearson.pearson_backward(grad, z, e, eps, scale, need_z, need_e)
-    return (gz if gz is not None else _empty_grad(z)), (ge if ge is not None else _empty_grad(e))
+    return _grad_pair(gz, ge, z, e)
 
 
 @pearson_backward.register_fake
@@ -160,7 +167,7 @@ def ogan_objective(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The fused objective for ``loss`` in ``("qp", "hinge")`` (CPU: closed form in torch)."""
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
-    return tuple(_single_loss.ogan_objective_closed_form(*args))
+    return tuple(t.contiguous() for t in _single_loss.ogan_objective_closed_form(*args))
 
 
 @ogan_objective.register_kernel("cuda")
@@ -176,7 +183,7 @@ def _ogan_objective_cuda(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     if not _single_loss.is_fused(loss, dist, e_real, e_fake, z):
-        return tuple(_single_loss.ogan_objective_closed_form(*args))
+        return tuple(t.contiguous() for t in _single_loss.ogan_objective_closed_form(*args))
     return tuple(_single_loss.ogan_objective_forward(*args))
 
 

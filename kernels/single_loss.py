@@ -79,20 +79,25 @@ class ObjectiveOutput(NamedTuple):
 
 
 # --- Triton kernel ----------------------------------------------------------------------
-@_TRITON.kernel
+@_TRITON.kernel(do_not_specialize=("B", "s_dist", "loss_kind"))
 def _objective_kernel(
     er_ptr, ef_ptr, z_ptr, dist_ptr, rho_ptr, gr_ptr, gfd_ptr, gfg_ptr, part_ptr, count_ptr, loss_d_ptr, loss_g_ptr,
-    B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, corr_weight_g, inv_b, inv_bn,
-    LOSS: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ONE_BLOCK: tl.constexpr, RBLOCK: tl.constexpr,
+    B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, corr_weight_g, inv_b, inv_bn, loss_kind,
+    ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ONE_BLOCK: tl.constexpr, RBLOCK: tl.constexpr,
 ):
-    """The whole objective for ROWS rows: scores, rho, losses (last program) and 3 gradients."""
+    """The whole objective for ROWS rows: scores, rho, losses (last program) and 3 gradients.
+
+    ``loss_kind`` (a :data:`FUSED_LOSSES` value) is a runtime argument: one compiled
+    kernel serves qp and hinge.
+    """
     pid = tl.program_id(0)
     rows = pid * ROWS + tl.arange(0, ROWS)
     row_mask = rows < B
     cols = tl.arange(0, BLOCK_N)
+    nf = n.to(tl.float32)
     if ONE_BLOCK:
         er, _ = _load_tile(er_ptr, rows, row_mask, cols, n, srb, srn)
-        s_real = tl.sum(er, axis=1) / n
+        s_real = tl.div_rn(tl.sum(er, axis=1), nf)
         u, v, _dz, de, _az, ae, rho, s_fake, mask = _pair_tiles(
             z_ptr, ef_ptr, rows, row_mask, n, szb, szn, sfb, sfn, eps, BLOCK_N
         )
@@ -101,16 +106,17 @@ def _objective_kernel(
         for start in range(0, n, BLOCK_N):
             er, _ = _load_tile(er_ptr, rows, row_mask, start + cols, n, srb, srn)
             s_real += tl.sum(er, axis=1)
-        s_real = s_real / n
+        s_real = tl.div_rn(s_real, nf)
         m1z, inv_z, cz, fz, _dz, _az, m1e, inv_e, ce, fe, de, ae, rho, s_fake = _pair_stats_chunked(
             z_ptr, ef_ptr, rows, row_mask, n, szb, szn, sfb, sfn, eps, ROWS, BLOCK_N
         )
     # adversarial terms per row (higher score = more real) and their slopes in the scores
-    if LOSS == 0:  # qp: t + t^2 / (4 dist), t = s_fake - s_real
+    if loss_kind == 0:  # qp: t + t^2 / (4 dist), t = s_fake - s_real
         dist = tl.load(dist_ptr + rows.to(tl.int64) * s_dist, mask=row_mask, other=1.0).to(tl.float32)
         t = s_fake - s_real
-        d_row = t + 0.25 * t * t / dist
-        slope_fake = 1.0 + 0.5 * t / dist
+        t_over = tl.div_rn(t, dist)
+        d_row = t + 0.25 * t * t_over
+        slope_fake = 1.0 + 0.5 * t_over
         slope_real = -slope_fake
     else:  # hinge: relu(1 - s_real) + relu(1 + s_fake)
         a = 1.0 - s_real
@@ -120,7 +126,7 @@ def _objective_kernel(
         slope_fake = (b > 0).to(tl.float32)
     g_row = -s_fake  # generator side of both: -s_fake
     tl.store(rho_ptr + rows, rho, mask=row_mask)
-    c = -inv_b / de  # d(-w mean rho)/de = w * c * (u - [||ec|| >= eps] rho v)
+    c = tl.div_rn(-inv_b + tl.zeros_like(de), de)  # d(-w mean rho)/de = w * c * (u - [||ec|| >= eps] rho v)
     real_slope = (slope_real * inv_bn)[:, None]
     fake_slope = (slope_fake * inv_bn)[:, None]
     if ONE_BLOCK:
@@ -146,6 +152,43 @@ def _objective_kernel(
 
 
 # --- launcher ----------------------------------------------------------------------------
+def objective_launch(
+    e_real: Tensor,
+    e_fake: Tensor,
+    z: Tensor,
+    dist: Optional[Tensor],
+    loss: str,
+    corr_weight: float,
+    corr_weight_g: float,
+    eps: float,
+    *,
+    max_block: Optional[int] = None,
+) -> tuple[_pearson.Launch, ObjectiveOutput]:
+    """The fused objective's launch and its outputs (allocated, not yet written)."""
+    _TRITON.build()
+    B, n = e_fake.shape
+    cfg = launch_config(B, n, max_block)
+    dev = e_fake.device
+    alloc = _pearson._alloc
+    rho = alloc(B, torch.float32, dev)
+    grad_real = alloc((B, n), e_real.dtype, dev)
+    grad_fake_d = alloc((B, n), e_fake.dtype, dev)
+    grad_fake_g = alloc((B, n), e_fake.dtype, dev)
+    loss_d = alloc((), torch.float32, dev)
+    loss_g = alloc((), torch.float32, dev)
+    parts = alloc(2 * cfg["grid"], torch.float32, dev)
+    count = _pearson._ticket(dev)
+    args = (
+        e_real, e_fake, z, dist if dist is not None else rho, rho, grad_real, grad_fake_d, grad_fake_g,
+        parts, count, loss_d, loss_g,
+        B, n, e_real.stride(0), e_real.stride(1), e_fake.stride(0), e_fake.stride(1), z.stride(0), z.stride(1),
+        dist.stride(0) if dist is not None else 0,
+        float(eps), float(corr_weight), float(corr_weight_g), 1.0 / B, 1.0 / (B * n), FUSED_LOSSES[loss],
+    )
+    launch = _pearson.Launch(_objective_kernel, cfg["grid"], args, {**_pearson._options(cfg), "RBLOCK": _pearson.RBLOCK})
+    return launch, ObjectiveOutput(loss_d, loss_g, rho, grad_real, grad_fake_d, grad_fake_g)
+
+
 def ogan_objective_forward(
     e_real: Tensor,
     e_fake: Tensor,
@@ -161,34 +204,10 @@ def ogan_objective_forward(
     """Launch the fused objective kernel (``loss`` in :data:`FUSED_LOSSES`; ``dist`` for qp).
 
     Inputs are float32/float16/bfloat16 (B, n) tensors with any strides (read in place).
+    The launch runs on the inputs' device and its current stream.
     """
-    _TRITON.build()
-    B, n = e_fake.shape
-    cfg = launch_config(B, n, max_block)
-    dev = e_fake.device
-    alloc = _pearson._alloc
-    rho = alloc(B, torch.float32, dev)
-    grad_real = alloc((B, n), e_real.dtype, dev)
-    grad_fake_d = alloc((B, n), e_fake.dtype, dev)
-    grad_fake_g = alloc((B, n), e_fake.dtype, dev)
-    loss_d = alloc((), torch.float32, dev)
-    loss_g = alloc((), torch.float32, dev)
-    parts = alloc(2 * cfg["grid"], torch.float32, dev)
-    count = _pearson._ticket(dev)
-    try:
-        _objective_kernel[(cfg["grid"],)](
-            e_real, e_fake, z, dist if dist is not None else rho, rho, grad_real, grad_fake_d, grad_fake_g,
-            parts, count, loss_d, loss_g,
-            B, n, e_real.stride(0), e_real.stride(1), e_fake.stride(0), e_fake.stride(1), z.stride(0), z.stride(1),
-            dist.stride(0) if dist is not None else 0,
-            float(eps), float(corr_weight), float(corr_weight_g), 1.0 / B, 1.0 / (B * n),
-            LOSS=FUSED_LOSSES[loss], ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], ONE_BLOCK=cfg["ONE_BLOCK"],
-            RBLOCK=min(1024, _pearson._next_pow2(cfg["grid"])), num_warps=cfg["num_warps"],
-        )
-    except BaseException:
-        _pearson._forget_ticket(dev)
-        raise
-    return ObjectiveOutput(loss_d, loss_g, rho, grad_real, grad_fake_d, grad_fake_g)
+    args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
+    return _pearson._launched(e_fake.device, objective_launch, *args, max_block=max_block)[0]
 
 
 # --- backend function --------------------------------------------------------------------
@@ -329,6 +348,7 @@ def ogan_backends() -> list[Backend]:
             priority=10,
             serves=triton_serves,
             check=lambda: _pearson.triton_problem(),
+            probe=_pearson.triton_probe,
             description="fused Triton kernel for qp and hinge (1 launch, other losses: reference); "
             "CUDA, or CPU on request under TRITON_INTERPRET=1",
         ),

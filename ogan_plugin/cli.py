@@ -33,7 +33,7 @@ class CommandError(Exception):
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("ogan_plugin.cli", "list loaded plugins, backends per operation and adapters"),
-    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step)"),
+    "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step; --compile: GPU build report; --check: GPU check)"),
     "demo": ("ogan_plugin.demo.command", "train an O-GAN on handwritten digits (or --data), draw samples/reconstructions, report encoder metrics"),
     "invert": ("ogan_plugin.demo.invert", "find the codes of real images with a demo checkpoint: encoder start, refined by optimisation"),
 }
@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {op}:")
         for b in reg.backends(op):
             reason = b.check()
-            state = "available" if reason is None else f"unavailable: {reason}"
+            if reason is None:  # also the one-time run-time probe (Triton on CUDA), per device
+                probed = {d: reg.problem(b, d) for d in devices}
+                state = "available" + "".join(f"; unavailable on {d}: {why}" for d, why in probed.items() if why)
+            else:
+                state = f"unavailable: {reason}"
             marks = [d for d in devices if actives[d][op] == b.name]
             active = f"  <- active on {', '.join(marks)}" if marks else ""
             print(f"    {b.name:12s} priority {b.priority:3d}  [{b.plugin}] {state}{active}")
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {'':12s} {b.description}")
     print("\nadapters (tried in this order):")
     for impl in reversed(reg.pm.hook.ogan_adapt_discriminator.get_hookimpls()):
-        print(f"  {impl.plugin_name}")
+        wraps = "  (wrapper: adjusts the answer of the adapters below)" if impl.wrapper or impl.hookwrapper else ""
+        print(f"  {impl.plugin_name}{wraps}")
     print("\nlosses:", ", ".join(sorted(reg.losses())))
     return 0
 

@@ -13,20 +13,51 @@ from ogan_plugin.registry import dispatch
 __all__ = ["EPS", "check_pair", "pearson_correlation", "correlation_loss", "CorrelationLoss"]
 
 
-def _check_finite(name: str, t: Tensor) -> None:
-    if torch.compiler.is_compiling():
+def _check_finite(names: tuple[str, str], tensors: tuple[Tensor, Tensor], check_finite: Optional[bool]) -> None:
+    """Raise ``ValueError`` naming the first input with NaN/inf, under the rule of :func:`check_pair`.
+
+    One host read for both inputs (on a GPU: one synchronisation), only on the CPU by default.
+    """
+    if check_finite is False or torch.compiler.is_compiling():
         return
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf values")
+    device = tensors[0].device
+    if device.type != "cpu":
+        if check_finite is None:  # the default: no host synchronisation on accelerators
+            return
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return  # a CUDA graph is being captured: reading a value back is not allowed
+    if bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        return
+    for name, t in zip(names, tensors):  # the error path only: find which one
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf values")
 
 
-def check_pair(z: Tensor, e: Tensor, *, z_name: str = "z", e_name: str = "e", check_finite: bool = True) -> None:
+def check_pair(
+    z: Tensor, e: Tensor, *, z_name: str = "z", e_name: str = "e", check_finite: Optional[bool] = None
+) -> None:
     """Validate a (noise, encoding) pair for the correlation; raise naming the bad argument.
 
     Rules: both floating-point tensors of shape (B, n) with the same shape, B >= 1 (a
     batch of one is fine: the correlation is per row), n >= 2, on the same device, and
-    (when ``check_finite``) free of NaN/inf.  Different floating dtypes are allowed (e.g.
-    float32 noise with bfloat16 codes under autocast): the reductions run in float32.
+    free of NaN/inf when checked.  Different floating dtypes are allowed (e.g. float32
+    noise with bfloat16 codes under autocast): the reductions run in float32.
+
+    Args:
+        z: noise, shape (B, n).
+        e: encodings, shape (B, n).
+        z_name: the name ``z`` has in error messages.
+        e_name: the name ``e`` has in error messages.
+        check_finite: NaN/inf check.  ``None`` (the default) checks CPU tensors only:
+            on a GPU the check needs a host synchronisation per call (and cannot run
+            while a CUDA graph is being captured), so it is skipped there and NaN/inf
+            inputs give a NaN result instead of an error.  ``True`` checks on every
+            device (one synchronisation on a GPU; still skipped during CUDA-graph capture
+            and under ``torch.compile``); ``False`` never checks.
+
+    Raises:
+        TypeError: an input is not a floating-point tensor.
+        ValueError: bad shapes, devices, or NaN/inf values (naming the input).
     """
     for name, t in ((z_name, z), (e_name, e)):
         if not isinstance(t, Tensor):
@@ -46,13 +77,11 @@ def check_pair(z: Tensor, e: Tensor, *, z_name: str = "z", e_name: str = "e", ch
         raise ValueError(f"the correlation needs z_dim >= 2 columns, {z_name} has {z.shape[1]}")
     if z.device != e.device:
         raise ValueError(f"{z_name} is on {z.device} but {e_name} is on {e.device}")
-    if check_finite:
-        _check_finite(z_name, z)
-        _check_finite(e_name, e)
+    _check_finite((z_name, e_name), (z, e), check_finite)
 
 
 def pearson_correlation(
-    z: Tensor, e: Tensor, *, eps: float = EPS, backend: Optional[str] = None, check_finite: bool = True
+    z: Tensor, e: Tensor, *, eps: float = EPS, backend: Optional[str] = None, check_finite: Optional[bool] = None
 ) -> Tensor:
     """Per-row Pearson correlation between noise ``z`` and encodings ``e`` = E(G(z)).
 
@@ -61,10 +90,18 @@ def pearson_correlation(
         e: raw encoder outputs (or codes: the result is the same), shape (B, n).
         eps: norm floor for constant rows (see :mod:`ogan_plugin.kernels.pearson`).
         backend: force a backend by name (default: the registry's choice).
-        check_finite: raise ``ValueError`` on NaN/inf inputs (costs a device sync).
+        check_finite: raise ``ValueError`` on NaN/inf inputs.  Default ``None``: on CPU
+            tensors only (on a GPU the check would cost a host synchronisation per call);
+            ``True``: on every device; ``False``: never (see :func:`check_pair`).
 
     Returns:
-        float32 tensor (B,) of correlations in [-1, 1], differentiable w.r.t. both inputs.
+        float32 tensor (B,) of correlations in [-1, 1], differentiable w.r.t. both inputs
+        (float64 when an input is float64).
+
+    Raises:
+        TypeError: an input is not a floating-point tensor (see :func:`check_pair`).
+        ValueError: bad shapes, devices or values, naming the argument (see :func:`check_pair`).
+        ogan_plugin.registry.BackendUnavailableError: ``backend`` cannot run here.
     """
     check_pair(z, e, check_finite=check_finite)
     return dispatch("pearson", e.device.type, backend)(z, e, eps)
@@ -77,11 +114,28 @@ def correlation_loss(
     *,
     eps: float = EPS,
     backend: Optional[str] = None,
-    check_finite: bool = True,
+    check_finite: Optional[bool] = None,
 ) -> Tensor:
     """O-GAN correlation term ``-weight * mean(rho(z, e))`` (a float32 scalar).
 
     Add it to both the discriminator's and the generator's loss (METHOD.md section 2).
+
+    Args:
+        z: noise, shape (B, n).
+        e: raw encoder outputs E(G(z)) (or codes), shape (B, n).
+        weight: lambda (0.5 in the paper).
+        eps: norm floor for constant rows.
+        backend: force a backend by name (default: the registry's choice).
+        check_finite: NaN/inf check; default ``None`` checks CPU tensors only (no host
+            synchronisation on a GPU), see :func:`check_pair`.
+
+    Returns:
+        The loss, a scalar, differentiable w.r.t. both inputs.
+
+    Raises:
+        TypeError: an input is not a floating-point tensor (see :func:`check_pair`).
+        ValueError: bad shapes, devices or values, naming the argument (see :func:`check_pair`).
+        ogan_plugin.registry.BackendUnavailableError: ``backend`` cannot run here.
     """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise TypeError(f"weight must be a number, got {type(weight).__name__}")

@@ -21,6 +21,11 @@ classifiers the metrics use.
 - :func:`steps_to_quality`: how many fewer inversion steps (:func:`ogan_plugin.invert`)
   the encoder's start needs than a random or mean start to reach the same loss.
 
+Class-conditional GANs: the functions that run the networks on data take
+``conditional=True`` (the data's labels go to ``D(x, y)`` and ``G(z, y)``), those that
+sample fresh noise take ``y=`` (the labels to generate with); :func:`evaluate` draws the
+sample labels from the training labels.
+
 The classifiers need scikit-learn (``pip install 'ogan-plugin[demo]'``).
 """
 
@@ -28,8 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, field
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -38,7 +43,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator
-from ogan_plugin.reconstruction import DEFAULT_LR, check_wrapped, invert, reconstruct
+from ogan_plugin.labels import check_labels, check_takes_labels, label_args
+from ogan_plugin.reconstruction import DEFAULT_LR, check_conditional, check_wrapped, invert, reconstruct
 
 __all__ = [
     "DataLike",
@@ -152,6 +158,39 @@ def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
         yield x[i : i + batch_size]
 
 
+def _labelled_batches(x: Tensor, y: Optional[Tensor], batch_size: int) -> Iterator[tuple[Tensor, tuple]]:
+    """``(images, label_args)`` per batch: ``label_args`` is ``()`` or ``(labels,)``."""
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i : i + batch_size], label_args(None if y is None else y[i : i + batch_size])
+
+
+def _require_labels(y: Optional[Tensor], name: str) -> None:
+    if y is None:
+        raise ValueError(
+            f"conditional=True needs labelled {name}: (images, labels) pairs or a loader of them, "
+            "so the labels can reach D(x, y) and G(z, y)"
+        )
+
+
+def _data(data: DataLike, conditional: bool, name: str = "images") -> tuple[Tensor, Optional[Tensor]]:
+    """``collect(data)``; with ``conditional`` the labels are required (else dropped)."""
+    x, y = collect(data)
+    if conditional:
+        _require_labels(y, name)
+    return x, (y if conditional else None)
+
+
+def _draw_labels(y: Tensor, n: int, seed: int) -> Tensor:
+    """``n`` labels drawn with replacement from ``y`` (seeded CPU RNG): the class mix of ``y``."""
+    return y.cpu()[torch.randint(len(y), (n,), generator=torch.Generator().manual_seed(seed))]
+
+
+def _sample_labels(y: Optional[Tensor], n: int, name: str = "y") -> Optional[Tensor]:
+    if y is not None:
+        check_labels(y, n, name)
+    return y
+
+
 def _noise(n: int, z_dim: int, seed: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, z_dim, generator=g).to(device=device, dtype=dtype)
@@ -159,66 +198,87 @@ def _noise(n: int, z_dim: int, seed: int, device: torch.device, dtype: torch.dty
 
 @torch.no_grad()
 def generate(
-    generator: Callable[[Tensor], Tensor], z_dim: int, n_samples: int = 1000, *, seed: int = 0, batch_size: int = 256
+    generator: Callable[..., Tensor],
+    z_dim: int,
+    n_samples: int = 1000,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+    y: Optional[Tensor] = None,
 ) -> Tensor:
     """``n_samples`` images ``G(z)``, z ~ N(0, I) drawn from ``seed`` (CPU RNG, so the
-    same on every device), in eval mode; returned on the generator's device."""
+    same on every device), in eval mode; returned on the generator's device.  With labels
+    ``y`` (``n_samples`` of them): ``G(z, y)``."""
     _check_count("z_dim", z_dim, 1)
     _check_count("n_samples", n_samples)
     _check_count("batch_size", batch_size)
+    y = _sample_labels(y, n_samples)
+    if y is not None:
+        check_takes_labels(generator, "generator")
     device, dtype = _device_dtype(generator)
     z = _noise(n_samples, z_dim, seed, device, dtype)
+    y = None if y is None else y.to(device)
     with eval_mode(generator):
-        return torch.cat([generator(b).float() for b in _batches(z, batch_size)])
+        return torch.cat([generator(b, *labels).float() for b, labels in _labelled_batches(z, y, batch_size)])
 
 
 # --- the encoder inverts the generator ---------------------------------------------------
 @torch.no_grad()
 def mean_correlation(
-    generator: Callable[[Tensor], Tensor],
+    generator: Callable[..., Tensor],
     wrapped_discriminator: OGANDiscriminator,
     n_samples: int = 1000,
     *,
     seed: int = 0,
     batch_size: int = 256,
+    y: Optional[Tensor] = None,
 ) -> float:
     """Mean over fresh ``z ~ N(0, I)`` of the Pearson correlation rho(z, E(G(z))).
 
     1 means the encoder recovers the noise up to the shift and scale the correlation
-    ignores.  Both modules run in eval mode.
+    ignores.  Both modules run in eval mode.  With labels ``y`` (``n_samples`` of them,
+    conditional GANs): rho(z, E(G(z, y), y)).
     """
     from ogan_plugin.correlation import pearson_correlation
 
     d = check_wrapped(wrapped_discriminator)
     _check_count("n_samples", n_samples)
     _check_count("batch_size", batch_size)
+    check_conditional(generator, d, y, n_samples)
     device, dtype = _device_dtype(generator, d)
     z = _noise(n_samples, d.z_dim, seed, device, dtype)
+    y = None if y is None else y.to(device)
     rhos = []
     with eval_mode(generator, d):
-        for zb in _batches(z, batch_size):
-            e = d.decompose(generator(zb)).raw
+        for zb, labels in _labelled_batches(z, y, batch_size):
+            e = d.raw_outputs(generator(zb, *labels), *labels)[0]
             rhos.append(pearson_correlation(zb.float(), e.float()))
     return float(torch.cat(rhos).double().mean())
 
 
 @torch.no_grad()
 def reconstruct_batched(
-    generator: Callable[[Tensor], Tensor],
+    generator: Callable[..., Tensor],
     wrapped_discriminator: OGANDiscriminator,
     images: DataLike,
     *,
     scale: float = 0.9,
     batch_size: int = 256,
+    conditional: bool = False,
 ) -> Tensor:
     """``G(scale * encode(x))`` for every image (eval mode, in batches), as float32 on
-    the images' device."""
+    the images' device.  ``conditional``: the data's labels go to both networks,
+    ``G(scale * encode(x, y), y)``."""
     d = check_wrapped(wrapped_discriminator)
     _check_count("batch_size", batch_size)
-    x, _ = collect(images)
+    x, y = _data(images, conditional)
+    check_conditional(generator, d, y, x.shape[0])
     device, dtype = _device_dtype(d, generator)
+    out = []
     with eval_mode(generator, d):
-        out = [reconstruct(generator, d, b.to(device=device, dtype=dtype), scale).float() for b in _batches(x, batch_size)]
+        for b, labels in _labelled_batches(x, y, batch_size):
+            labels = tuple(t.to(device) for t in labels)
+            out.append(reconstruct(generator, d, b.to(device=device, dtype=dtype), scale, y=labels[0] if labels else None).float())
     return torch.cat(out).to(x.device)
 
 
@@ -239,15 +299,20 @@ def reconstruction_error(
     mean_image: Optional[Tensor] = None,
     scale: float = 0.9,
     batch_size: int = 256,
+    conditional: bool = False,
 ) -> ReconstructionError:
     """Pixel MSE of ``G(scale * encode(x))`` against ``x``, and of the mean image.
 
     ``mean_image`` (C, H, W) is the "know nothing" prediction; pass the training set's
-    mean (default: the mean of ``images`` themselves).
+    mean (default: the mean of ``images`` themselves).  ``conditional``: the data's
+    labels go to both networks.
     """
-    x, _ = collect(images)
+    x, y = _data(images, conditional)
     x = x.float()
-    rec = reconstruct_batched(generator, wrapped_discriminator, x, scale=scale, batch_size=batch_size)
+    rec = reconstruct_batched(
+        generator, wrapped_discriminator, x if y is None else (x, y), scale=scale, batch_size=batch_size,
+        conditional=conditional,
+    )
     if rec.shape != x.shape:
         raise ValueError(f"the generator's images {tuple(rec.shape[1:])} differ from the data's {tuple(x.shape[1:])}")
     m = x.mean(0) if mean_image is None else mean_image.to(x).reshape(x.shape[1:])
@@ -345,11 +410,16 @@ def class_agreement(
     *,
     scale: float = 0.9,
     batch_size: int = 256,
+    conditional: bool = False,
 ) -> float:
     """Fraction of ``images`` whose reconstruction ``G(scale * encode(x))`` gets the same
-    label from ``classifier`` as ``x`` itself."""
-    x, _ = collect(images)
-    rec = reconstruct_batched(generator, wrapped_discriminator, x, scale=scale, batch_size=batch_size)
+    label from ``classifier`` as ``x`` itself (``conditional``: the data's labels go to
+    both networks)."""
+    x, y = _data(images, conditional)
+    rec = reconstruct_batched(
+        generator, wrapped_discriminator, x if y is None else (x, y), scale=scale, batch_size=batch_size,
+        conditional=conditional,
+    )
     return float((classifier.predict(rec) == classifier.predict(x)).double().mean())
 
 
@@ -373,13 +443,22 @@ class ProbeAccuracy(NamedTuple):
 
 
 @torch.no_grad()
-def encode_batched(wrapped_discriminator: OGANDiscriminator, images: DataLike, *, batch_size: int = 256) -> Tensor:
-    """The standardized codes ``encode(x)`` (N, z_dim) float32 on CPU (eval mode)."""
+def encode_batched(
+    wrapped_discriminator: OGANDiscriminator, images: DataLike, *, batch_size: int = 256, conditional: bool = False
+) -> Tensor:
+    """The standardized codes ``encode(x)`` (N, z_dim) float32 on CPU (eval mode);
+    ``conditional``: ``encode(x, y)`` with the data's labels."""
     d = check_wrapped(wrapped_discriminator)
-    x, _ = collect(images)
+    x, y = _data(images, conditional)
+    if y is not None:
+        check_labels(y, x.shape[0])
+        check_takes_labels(d, "discriminator")
     device, dtype = _device_dtype(d)
     with eval_mode(d):
-        return torch.cat([d.encode(b.to(device=device, dtype=dtype)).float().cpu() for b in _batches(x, batch_size)])
+        return torch.cat([
+            d.encode(b.to(device=device, dtype=dtype), *(t.to(device) for t in labels)).float().cpu()
+            for b, labels in _labelled_batches(x, y, batch_size)
+        ])
 
 
 def probe_codes_and_pixels(
@@ -391,10 +470,14 @@ def probe_codes_and_pixels(
     *,
     C: float = 1.0,
     batch_size: int = 256,
+    conditional: bool = False,
 ) -> ProbeAccuracy:
-    """:func:`linear_probe` on the codes ``encode(x)`` and on the raw pixels."""
-    ctr = encode_batched(wrapped_discriminator, train_images, batch_size=batch_size)
-    cte = encode_batched(wrapped_discriminator, test_images, batch_size=batch_size)
+    """:func:`linear_probe` on the codes ``encode(x)`` and on the raw pixels
+    (``conditional``: the codes are ``encode(x, labels)``, as a conditional D needs)."""
+    train = (train_images, train_labels) if conditional else train_images
+    test = (test_images, test_labels) if conditional else test_images
+    ctr = encode_batched(wrapped_discriminator, train, batch_size=batch_size, conditional=conditional)
+    cte = encode_batched(wrapped_discriminator, test, batch_size=batch_size, conditional=conditional)
     return ProbeAccuracy(
         linear_probe(ctr, train_labels, cte, test_labels, C=C),
         linear_probe(train_images, train_labels, test_images, test_labels, C=C),
@@ -450,12 +533,14 @@ def sample_quality(
     seed: int = 0,
     min_share: float = 0.01,
     batch_size: int = 256,
+    y: Optional[Tensor] = None,
 ) -> SampleQuality:
-    """Judge ``n_samples`` samples ``G(z)`` with ``classifier`` against ``reference_images``."""
+    """Judge ``n_samples`` samples ``G(z)`` (``G(z, y)`` with labels ``y``) with
+    ``classifier`` against ``reference_images``."""
     if not 0 <= min_share < 1:
         raise ValueError(f"min_share must be in [0, 1), got {min_share!r}")
     ref, _ = collect(reference_images)
-    fake = generate(generator, z_dim, n_samples, seed=seed, batch_size=batch_size).cpu()
+    fake = generate(generator, z_dim, n_samples, seed=seed, batch_size=batch_size, y=y).cpu()
     if fake.shape[1:] != ref.shape[1:]:
         raise ValueError(f"the generator's images {tuple(fake.shape[1:])} differ from the data's {tuple(ref.shape[1:])}")
     proba = classifier.predict_proba(fake)
@@ -509,6 +594,7 @@ def evaluate(
     seed: int = 0,
     classifier: Optional[PixelClassifier] = None,
     batch_size: int = 256,
+    conditional: bool = False,
 ) -> EncoderReport:
     """Every metric of this module for ``generator`` and its encoder.
 
@@ -521,28 +607,44 @@ def evaluate(
         scale: reconstruction factor on the standardized code.
         classifier: a fitted :class:`PixelClassifier` to reuse (default: fit one on
             ``train``).
+        conditional: a class-conditional GAN: ``train`` and ``test`` must carry labels,
+            which go to ``D(x, y)`` and ``G(z, y)`` for reconstructions and codes; fresh
+            samples get labels drawn (seeded) from the training labels.
+
+    Raises:
+        ValueError: ``conditional`` without labelled data, or labels the networks do
+            not take.
     """
     d = check_wrapped(wrapped_discriminator)
     xtr, ytr = collect(train)
     xte, yte = collect(test)
     xtr, xte = xtr.float().cpu(), xte.float().cpu()
-    rec = reconstruction_error(generator, d, xte, mean_image=xtr.mean(0), scale=scale, batch_size=batch_size)
+    if conditional:
+        _require_labels(ytr, "train data")
+        _require_labels(yte, "test data")
+        check_conditional(generator, d, ytr, xtr.shape[0], "train labels")
+    sample_y = _draw_labels(ytr, n_samples, seed) if conditional else None
+    test_data = (xte, yte) if conditional else xte
+    rec = reconstruction_error(
+        generator, d, test_data, mean_image=xtr.mean(0), scale=scale, batch_size=batch_size, conditional=conditional
+    )
     report = EncoderReport(
-        mean_rho=mean_correlation(generator, d, n_samples, seed=seed, batch_size=batch_size),
+        mean_rho=mean_correlation(generator, d, n_samples, seed=seed, batch_size=batch_size, y=sample_y),
         reconstruction_mse=rec.mse,
         mean_image_mse=rec.mean_image_mse,
     )
     if ytr is None or yte is None:
         return report
     clf = classifier if classifier is not None else PixelClassifier().fit(xtr, ytr)
-    recs = reconstruct_batched(generator, d, xte, scale=scale, batch_size=batch_size)
+    recs = reconstruct_batched(generator, d, test_data, scale=scale, batch_size=batch_size, conditional=conditional)
     pred_src, pred_rec = clf.predict(xte), clf.predict(recs)
     report.class_agreement = float((pred_src == pred_rec).double().mean())
     report.reconstruction_accuracy = float((pred_rec == yte.cpu()).double().mean())
     report.classifier_accuracy = float((pred_src == yte.cpu()).double().mean())
-    probe = probe_codes_and_pixels(d, xtr, ytr, xte, yte, batch_size=batch_size)
+    probe = probe_codes_and_pixels(d, xtr, ytr, xte, yte, batch_size=batch_size, conditional=conditional)
     report.probe_code_accuracy, report.probe_pixel_accuracy = probe.code, probe.pixels
-    sq = sample_quality(generator, clf, xtr, d.z_dim, n_samples, seed=seed + 1, batch_size=batch_size)
+    sample_y = _draw_labels(ytr, n_samples, seed + 1) if conditional else None
+    sq = sample_quality(generator, clf, xtr, d.z_dim, n_samples, seed=seed + 1, batch_size=batch_size, y=sample_y)
     report.sample_confidence = sq.confidence
     report.sample_classes_present = sq.classes_present
     report.sample_class_counts = sq.class_counts
@@ -624,7 +726,7 @@ def steps_to_quality(
     lr: float = DEFAULT_LR,
     loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "mse",
     optimizer: Any = "adam",
-    y: Optional[Tensor] = None,
+    conditional: bool = False,
     scale: float = 0.9,
     batch_size: Optional[int] = None,
     seed: int = 0,
@@ -643,10 +745,12 @@ def steps_to_quality(
     Args:
         generator, wrapped_discriminator: the pair (as in :func:`ogan_plugin.invert`).
         images: held-out images (a tensor, or batches as in :func:`collect`).
+        conditional: the data's labels go to both networks (``G(z, y)``,
+            ``D.encode(x, y)``), as :func:`ogan_plugin.invert`'s ``y``.
         steps: the budget of every start.
         baselines: the non-encoder starts to compare with (``"random"``, ``"mean"``).
         restarts: random codes per image for ``"random"``.
-        lr, loss, optimizer, y, scale, batch_size, seed: as in :func:`ogan_plugin.invert`.
+        lr, loss, optimizer, scale, batch_size, seed: as in :func:`ogan_plugin.invert`.
         callback: called as ``callback(start, step, z)`` after each step of each run with
             the best codes so far (e.g. to classify snapshots); its time is not counted.
 
@@ -664,7 +768,7 @@ def steps_to_quality(
     baselines = list(baselines)
     if not baselines or any(b not in ("random", "mean") for b in baselines) or len(set(baselines)) != len(baselines):
         raise ValueError(f"baselines must be distinct names among 'random' and 'mean', got {baselines!r}")
-    x, _ = collect(images)  # labels in ``images`` are not G's conditioning: pass y= for that
+    x, y = _data(images, conditional)
     device, _ = _device_dtype(generator, d)
     curves: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}

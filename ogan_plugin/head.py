@@ -10,18 +10,22 @@ kind of score as before.  The head keeps its last raw output for :meth:`decompos
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ogan_plugin.scores import ScoreChoice, check_score_choice, pick_score
 
 __all__ = [
     "Adaptation",
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
+    "as_wrapped",
     "find_scalar_head",
     "is_spectral_normed",
     "wrap",
@@ -39,51 +43,113 @@ def _accumulate(t: Tensor) -> Tensor:
 class OGANHead(nn.Module):
     """A widened head: ``raw = output_scale * layer(h)``, returning ``mean(raw)``.
 
+    The layer's output is one row of ``z_dim`` values per sample, ``(B, z_dim)``
+    (``nn.Linear`` and custom linear layers), or a map ``(B, z_dim, *spatial)``
+    (``nn.ConvNd``).  The head returns the mean over the ``z_dim`` outputs in the old
+    head's output shape: ``(B, 1)`` for a row, ``(B, 1, *spatial)`` for a map, so every
+    patch of a patch discriminator keeps its score.  ``last_raw`` (what
+    :meth:`OGANDiscriminator.decompose` reads) is always ``(B, z_dim)``: the row, the
+    flattened 1x1 map, or the map reduced over its positions by ``patch_reduction``,
+    shifted per row so that ``mean(last_raw)`` is the mean of the patch scores (the
+    reduction chooses the code, never the score the losses see; for the default spatial
+    mean the shift is zero).
+
     Args:
-        layer: the widened ``nn.Linear`` / ``nn.ConvNd`` with ``z_dim`` outputs (it may
-            carry spectral norm).
+        layer: the widened layer with ``z_dim`` outputs (``nn.Linear`` / ``nn.ConvNd``,
+            possibly under spectral norm, or a custom linear module).
         z_dim: number of outputs.
         output_scale: constant factor on the outputs (1 except for spectral-normed heads,
             where it keeps the score's Lipschitz bound and value; see
             :mod:`ogan_plugin.adapters.spectral_norm`).
+        patch_reduction: ``(B, z_dim, *spatial) -> (B, z_dim)``, used when a convolution
+            yields a map larger than 1x1 (set by :mod:`ogan_plugin.adapters.patch`);
+            ``None``: such a map raises ``ValueError``.
+
+    Raises:
+        ValueError: (at forward) the layer's output is not one row or map per sample, or
+            a map larger than 1x1 without a ``patch_reduction``.
     """
 
-    def __init__(self, layer: nn.Module, z_dim: int, output_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        layer: nn.Module,
+        z_dim: int,
+        output_scale: float = 1.0,
+        patch_reduction: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.z_dim = z_dim
         self.register_buffer("output_scale", torch.tensor(float(output_scale)))
         # decided at construction (a plain head skips the multiply): no device sync per forward
         self.scaled = float(output_scale) != 1.0
+        self.patch_reduction = patch_reduction
         self.last_raw: Optional[Tensor] = None
+        self.last_score: Optional[Tensor] = None  # what the last forward returned (a score, or a patch map)
 
     def forward(self, h: Tensor) -> Tensor:
         out = self.layer(h)
         if self.scaled:
             out = out * self.output_scale.to(out.dtype)
-        if isinstance(self.layer, nn.Linear):
-            # (B, z_dim) -> score (B, 1); extra leading dims are not a scalar head.
-            if out.dim() != 2:
-                raise ValueError(
-                    f"the O-GAN head expects a (batch, features) input to its Linear layer, got "
-                    f"output shape {tuple(out.shape)}"
-                )
+        spatial = conv_spatial_dims(self.layer)
+        if spatial is None:
+            # a row per sample: (B, z_dim) -> score (B, 1)
+            if out.dim() != 2 or out.shape[1] != self.z_dim:
+                raise ValueError(self._not_per_sample(h, out, f"(batch, {self.z_dim})"))
             raw = out
         else:
-            # (B, z_dim, 1, ..., 1) -> score (B, 1, 1, ..., 1)
-            if any(s != 1 for s in out.shape[2:]):
+            # a map per sample: (B, z_dim, *spatial) -> score map (B, 1, *spatial)
+            if out.dim() != spatial + 2 or out.shape[1] != self.z_dim:
+                raise ValueError(self._not_per_sample(h, out, f"(batch, {self.z_dim}, {', '.join(['...'] * spatial)})"))
+            if all(s == 1 for s in out.shape[2:]):
+                raw = out.flatten(1)
+            elif self.patch_reduction is None:
                 raise ValueError(
-                    f"the O-GAN head's convolution must produce a 1x1 map per sample, got "
-                    f"{tuple(out.shape[2:])}: a patch discriminator needs its own adapter or "
-                    f"wrap(..., head=...) on a layer that yields one value per sample"
+                    f"the O-GAN head's convolution yields a {'x'.join(map(str, out.shape[2:]))} map per sample and "
+                    "this head has no patch_reduction: it was built to give one value per sample (a 1x1 map). "
+                    "Patch discriminators are handled by the built-in patch adapter "
+                    "(ogan_plugin.adapters.patch, active unless it was blocked)"
                 )
-            raw = out.flatten(1)
+            else:
+                # each patch's score; the code reads the map through the reduction, recentred so
+                # that mean(raw), the score every loss sees, is the mean patch score whatever it is
+                scores = _accumulate(out).mean(dim=1, keepdim=True)
+                reduced = _accumulate(self.patch_reduction(out))
+                raw = reduced - reduced.mean(dim=1, keepdim=True) + scores.flatten(1).mean(dim=1, keepdim=True)
+                self.last_raw = raw.to(out.dtype)
+                self.last_score = scores.to(out.dtype)
+                return self.last_score
         self.last_raw = raw
         score = _accumulate(raw).mean(dim=1).to(raw.dtype)
-        return score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        self.last_score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        return self.last_score
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the last forward's output (possibly part of an autograd graph) is not state:
+        # copy.deepcopy and pickling would fail on it after a plain forward
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "last_raw": None, "last_score": None}
+
+    def _not_per_sample(self, h: Tensor, out: Tensor, expected: str) -> str:
+        return (
+            f"the O-GAN head's output is not per-sample: its {type(self.layer).__name__} turned an input of "
+            f"shape {tuple(h.shape)} into {tuple(out.shape)}, expected {expected} (one row or map of "
+            f"{self.z_dim} outputs per sample). The head must see a batch of whole samples: an unbatched "
+            "input, or extra leading dimensions (tokens, time steps), give no per-sample code; reduce them "
+            "before the head, or pass wrap(..., head=...) on a layer that gives one output per sample"
+        )
 
     def extra_repr(self) -> str:
-        return f"z_dim={self.z_dim}"
+        extra = f", patch_reduction={getattr(self.patch_reduction, '__name__', self.patch_reduction)}" if self.patch_reduction else ""
+        return f"z_dim={self.z_dim}{extra}"
+
+
+def conv_spatial_dims(layer: nn.Module) -> Optional[int]:
+    """Spatial dimensions of a ``nn.ConvNd`` layer (1, 2, 3); None for other layers."""
+    for n, t in enumerate(CONV_TYPES, start=1):
+        if isinstance(layer, t):
+            return n
+    return None
 
 
 class Adaptation(NamedTuple):
@@ -94,11 +160,15 @@ class Adaptation(NamedTuple):
 
 
 class Decomposition(NamedTuple):
-    """The orthogonal parts of the encoder output (METHOD.md section 1).
+    """The orthogonal parts of the encoder output (METHOD.md sections 1 and 7).
 
-    ``score`` (B,) float32 (float64 for float64 networks) = mean(raw) (before any Sigmoid D applies after its head);
-    ``code`` (B, z_dim) float32 = raw - score (orthogonal to all-ones); ``raw`` (B, z_dim)
-    in the network's dtype; ``output``: what D's own forward returned.
+    ``score`` (B,) float32 (float64 for float64 networks): what the O-GAN losses train on,
+    picked from D's output by ``wrap(..., score=)`` (:mod:`ogan_plugin.scores`): D's
+    whole output (a projection discriminator's class term included), or the head's mean
+    ``mean(raw)`` for a discriminator ending in a Sigmoid;
+    ``code`` (B, z_dim) float32 = raw - mean(raw) (orthogonal to all-ones); ``raw``
+    (B, z_dim) in the network's dtype: the widened head's outputs; ``output``: what D's
+    own forward returned.
     """
 
     score: Tensor
@@ -119,19 +189,59 @@ def is_spectral_normed(layer: nn.Module) -> bool:
 
 
 def out_features(m: nn.Module) -> Optional[int]:
-    """Outputs of a Linear / ConvNd layer (None for other modules)."""
+    """Outputs of a Linear / ConvNd layer or of a custom linear module (None for others).
+
+    A custom linear module (StyleGAN2-ADA's ``FullyConnectedLayer``, rosinality's
+    ``EqualLinear``, ...) is recognised by its parameters alone (see
+    :func:`custom_linear_rows`); whether its forward is affine is probed by
+    :mod:`ogan_plugin.adapters.custom_linear`.
+    """
     if isinstance(m, nn.Linear):
         return m.out_features
     if isinstance(m, CONV_TYPES):
         return m.out_channels
-    return None
+    return custom_linear_rows(m)
+
+
+def has_plain_forward(layer: nn.Module) -> bool:
+    """True when ``layer`` is an ``nn.Linear`` / ``nn.ConvNd`` computing what that class
+    computes: a subclass that overrides ``forward`` (or a convolution's
+    ``_conv_forward``), e.g. one normalising its weight on the fly, is not plain."""
+    if isinstance(layer, nn.Linear):
+        return type(layer).forward is nn.Linear.forward
+    for t in CONV_TYPES:
+        if isinstance(layer, t):
+            return type(layer).forward is t.forward and type(layer)._conv_forward is t._conv_forward
+    return False
+
+
+def custom_linear_rows(m: nn.Module) -> Optional[int]:
+    """Rows of ``m.weight`` when ``m`` looks like a custom linear layer, else None.
+
+    That is: its own parameters are a 2-D ``weight`` (rows = outputs) and optionally a
+    1-D ``bias`` with one entry per row, and its submodules hold no parameters.  A plain
+    ``nn.Linear`` (see :func:`has_plain_forward`) and an ``nn.Embedding`` (its weight is
+    a lookup table) are not custom; an ``nn.Linear`` subclass with its own forward is.
+    """
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or has_plain_forward(m):
+        return None
+    own = dict(m.named_parameters(recurse=False))
+    weight, bias = own.pop("weight", None), own.pop("bias", None)
+    if own or weight is None or weight.dim() != 2:
+        return None
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        return None
+    if any(True for c in m.children() for _ in c.parameters()):
+        return None
+    return int(weight.shape[0])
 
 
 def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tuple[str, nn.Module]:
     """Locate the candidate scalar head of ``discriminator``: (dotted path, module).
 
-    With ``head`` given, that submodule.  Otherwise the single ``nn.Linear`` /
-    ``nn.ConvNd`` with one output; when there are several, the last registered one is
+    With ``head`` given, that submodule.  Otherwise the single layer with one output
+    (``nn.Linear``, ``nn.ConvNd`` or a custom linear module, see :func:`out_features`);
+    when there are several, the last registered one is
     the head only if it is also the last layer with parameters (a Sequential ending);
     anything else is ambiguous and raises, asking for ``head=``.
     """
@@ -183,12 +293,22 @@ def centered_rows(z_dim: int, like: Tensor) -> Tensor:
     return d - d.mean(dim=0, keepdim=True)
 
 
+#: integer attributes naming a custom linear module's output count, kept in step with its rows
+OUTPUT_COUNT_ATTRIBUTES = ("out_features", "out_dim", "out_channels", "output_dim")
+
+
 def new_layer_like(layer: nn.Module, out_features: int) -> nn.Module:
     """A fresh layer of ``layer``'s type and input geometry with ``out_features`` outputs
-    (no spectral norm), on ``layer``'s device and dtype."""
-    if isinstance(layer, nn.Linear):
+    (no spectral norm), on ``layer``'s device and dtype.
+
+    For a custom linear module (:func:`custom_linear_rows`): a deep copy whose ``weight``
+    has ``out_features`` rows and whose ``bias`` (if any) as many entries, all zero (the
+    caller fills them), with integer :data:`OUTPUT_COUNT_ATTRIBUTES` that held the old row
+    count updated; its own forward is kept.
+    """
+    if has_plain_forward(layer) and isinstance(layer, nn.Linear):
         new = nn.Linear(layer.in_features, out_features, bias=layer.bias is not None)
-    else:
+    elif has_plain_forward(layer):
         conv_type = next(t for t in CONV_TYPES if isinstance(layer, t))
         new = conv_type(
             layer.in_channels,
@@ -200,6 +320,19 @@ def new_layer_like(layer: nn.Module, out_features: int) -> nn.Module:
             bias=layer.bias is not None,
             padding_mode=layer.padding_mode,
         )
+    else:
+        rows = custom_linear_rows(layer)
+        if rows is None:
+            raise TypeError(f"cannot build a layer like {type(layer).__name__}: not a Linear, ConvNd or custom linear module")
+        new = copy.deepcopy(layer)
+        weight, bias = layer.weight, getattr(layer, "bias", None)
+        new.weight = nn.Parameter(weight.new_zeros(out_features, weight.shape[1]), requires_grad=weight.requires_grad)
+        if isinstance(bias, Tensor):
+            new.bias = nn.Parameter(bias.new_zeros(out_features), requires_grad=bias.requires_grad)
+        for attr in OUTPUT_COUNT_ATTRIBUTES:
+            if type(getattr(new, attr, None)) is int and getattr(new, attr) == rows:
+                setattr(new, attr, out_features)
+        return new
     return new.to(device=layer.weight.device, dtype=layer.weight.dtype)
 
 
@@ -226,13 +359,73 @@ class OGANDiscriminator(nn.Module):
 
     The wrapped module is ``self.discriminator`` (the original object, with its head
     replaced in place); its other parameters are the very same tensors as before.
+    ``score_from`` is the rule that picks the losses' score (``wrap(..., score=)``).
+
+    A drop-in replacement: public attributes and methods this class does not define
+    reach the wrapped network (``wrap(D, 32).label_type`` reads ``D.label_type``;
+    ``wrapped.sampler(...)`` calls ``D.sampler``), and assigning such an attribute sets
+    it on the wrapped network, so code that sets ``D.alpha`` between forwards keeps
+    working.  Names that start with ``_`` are not forwarded.  The wrapper is not an
+    instance of D's class (``isinstance(wrapped, type(D))`` is False; use
+    ``wrapped.discriminator``), and its ``state_dict`` keys are D's with the prefix
+    ``discriminator.`` (the head's are ``discriminator.<head>.layer.weight``, ``...bias``
+    and ``discriminator.<head>.output_scale``); see docs/wrapping.md.
     """
 
-    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int) -> None:
+    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int, score: ScoreChoice = "auto") -> None:
         super().__init__()
         self.discriminator = discriminator
         self.head_path = head_path
         self.z_dim = z_dim
+        self.score_from = check_score_choice(score)
+        self._score_cache: dict = {}  # the element "auto" found in a container output
+        # from here on, public names the wrapper lacks are read from / written to D
+        # (keep this the last line of __init__: attributes set above stay the wrapper's)
+        self.__dict__["_forward_attributes"] = True
+
+    # -- drop-in: attributes the wrapper lacks belong to the wrapped network ----------------
+    def _wrapped_for(self, name: str) -> Optional[nn.Module]:
+        """The wrapped network when ``name`` may be forwarded to it, else None (the network
+        inside DataParallel/DistributedDataParallel for :func:`~ogan_plugin.integrations.ddp.distribute`'s view)."""
+        if name.startswith("_") or not self.__dict__.get("_forward_attributes"):
+            return None
+        inner = self.__dict__["_modules"].get("discriminator")
+        if isinstance(inner, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = inner.module
+        return inner
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules
+        except AttributeError:
+            inner = self._wrapped_for(name)
+            if inner is None:
+                raise
+        try:
+            return getattr(inner, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute {name!r}, and neither has the wrapped "
+                f"{type(inner).__name__}"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        inner = self._wrapped_for(name)
+        if (
+            inner is not None
+            and name not in self.__dict__
+            and not hasattr(type(self), name)
+            and not any(name in self.__dict__[d] for d in ("_parameters", "_buffers", "_modules"))
+            and hasattr(inner, name)
+        ):
+            setattr(inner, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        inner = self.__dict__.get("_modules", {}).get("discriminator")
+        extra = [n for n in dir(inner) if not n.startswith("_")] if inner is not None else []
+        return sorted(set(super().__dir__()) | set(extra))
 
     @property
     def head(self) -> OGANHead:
@@ -242,26 +435,45 @@ class OGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.discriminator(x, *args, **kwargs)
 
-    def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
-        """Run D on ``x`` and return :class:`Decomposition` (score, code, raw, output)."""
+    def _run(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Any]:
+        """D's forward on ``x``: (the head's raw outputs, what the head returned, D's output)."""
         head = self.head
-        head.last_raw = None
-        output = self.discriminator(x, *args, **kwargs)
-        raw = head.last_raw
-        head.last_raw = None
+        head.last_raw = head.last_score = None
+        output = self(x, *args, **kwargs)  # through forward: a patched forward (accelerate's autocast) applies
+        raw, head_out = head.last_raw, head.last_score
+        head.last_raw = head.last_score = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
+        return raw, head_out, output
+
+    def raw_outputs(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
+        """Run D on ``x`` (extra arguments, such as labels, go to D's forward); return the
+        head's raw outputs (B, z_dim) and D's own output.  No score is picked."""
+        raw, _, output = self._run(x, *args, **kwargs)
+        return raw, output
+
+    def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
+        """Run D on ``x`` and return :class:`Decomposition` (score, code, raw, output).
+
+        Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
+        score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
+        """
+        raw, head_out, output = self._run(x, *args, **kwargs)
         acc = _accumulate(raw)
-        score = acc.mean(dim=1)
-        return Decomposition(score, acc - score[:, None], raw, output)
+        head_score = acc.mean(dim=1)
+        score = pick_score(
+            output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
+        )
+        return Decomposition(score, acc - head_score[:, None], raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).
 
         ``std`` is the population standard deviation (``unbiased=False``), floored at
-        ``eps``.  Feed ``scale * encode(x)`` to the generator to reconstruct.
+        ``eps``.  Feed ``scale * encode(x)`` to the generator to reconstruct.  Extra
+        arguments (labels) go to D's forward.
         """
-        code = self.decompose(x, *args, **kwargs).code
+        code = _accumulate(self.raw_outputs(x, *args, **kwargs)[0])
         code = code - code.mean(dim=1, keepdim=True)
         return code / code.std(dim=1, unbiased=False, keepdim=True).clamp_min(eps)
 
@@ -286,13 +498,19 @@ class OGANDiscriminator(nn.Module):
     # -- checkpoints ------------------------------------------------------------------------
     @classmethod
     def from_state_dict(
-        cls, discriminator: nn.Module, state_dict: Mapping[str, Any], *, generator: Optional[nn.Module] = None
+        cls,
+        discriminator: nn.Module,
+        state_dict: Mapping[str, Any],
+        *,
+        generator: Optional[nn.Module] = None,
+        score: Optional[ScoreChoice] = None,
     ) -> "OGANDiscriminator":
         """Rebuild a wrapped discriminator from a plain one and a wrapped one's ``state_dict()``.
 
         ``discriminator`` is a freshly built discriminator of the same architecture (not
         wrapped); the head's path and ``z_dim`` are read from the state dict, the
-        discriminator is wrapped (``generator`` as in :func:`wrap`) and the state loaded.
+        discriminator is wrapped (``generator`` and ``score`` as in :func:`wrap`) and the
+        state loaded.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -311,7 +529,7 @@ class OGANDiscriminator(nn.Module):
                 break
         else:
             raise ValueError(f"state_dict has no weight for the head {head_path!r} (looked under {prefix!r})")
-        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator)
+        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator, score=score)
         wrapped.load_state_dict(state_dict)
         return wrapped
 
@@ -384,19 +602,32 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def wrap(
-    discriminator: nn.Module, z_dim: int, *, head: Optional[str] = None, generator: Optional[nn.Module] = None
+    discriminator: nn.Module,
+    z_dim: int,
+    *,
+    head: Optional[str] = None,
+    generator: Optional[nn.Module] = None,
+    score: Optional[ScoreChoice] = None,
 ) -> OGANDiscriminator:
     """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
 
     Args:
         discriminator: any ``nn.Module`` whose score comes from a 1-output
-            ``nn.Linear`` / ``nn.ConvNd`` (also under spectral norm); other heads need an
-            adapter plugin or ``head=``.
+            ``nn.Linear`` / ``nn.ConvNd`` (a 1x1 or a patch map, also under spectral norm)
+            or a custom linear module with a ``(1, in)`` weight; other heads need an
+            adapter plugin.  Its forward may return a tuple or dict: every output is kept.
         z_dim: the generator's noise size (>= 2).
         head: dotted path of the head layer, to skip automatic detection.
         generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
             default weight 0.5): an unchanged alternating loop then gets the correlation
             term in both updates (see :mod:`ogan_plugin.integrations.hook`).
+        score: which score the O-GAN losses train on (:mod:`ogan_plugin.scores`):
+            ``"auto"`` (D's whole output, averaged per sample, so a projection
+            discriminator's class term counts; the head's mean when D ends in a Sigmoid;
+            for tuple/dict outputs the first element computed from the head), ``"head"``
+            (the head's mean only), ``"output"`` (D's tensor output as it is), or the
+            index / key of the element of a tuple / dict output.  None: ``"auto"``, or
+            the rule an already wrapped discriminator has.
 
     Returns:
         :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
@@ -404,14 +635,24 @@ def wrap(
         are unchanged at wrap time (the widened head's mean equals the old output).
 
     Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no
-    ``head``) returns it unchanged; with another ``z_dim`` it raises ``ValueError``.
+    ``head``) returns it unchanged (its ``score`` rule set to ``score`` when given); with
+    another ``z_dim`` it raises ``ValueError``.
+
+    Raises:
+        TypeError: ``z_dim`` is not an int, ``score`` is not a str/int, or
+            ``discriminator`` is not an ``nn.Module`` (or is already under DDP).
+        ValueError: ``z_dim`` < 2, or no adapter recognises the head.
     """
+    if score is not None:
+        check_score_choice(score)
     if isinstance(z_dim, bool) or not isinstance(z_dim, int):
         raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
     if z_dim < 2:
         raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
     if isinstance(discriminator, OGANDiscriminator):
         if z_dim == discriminator.z_dim and head is None:
+            if score is not None:
+                discriminator.score_from = score
             return _attach_hook(discriminator, generator)
         raise ValueError(
             f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
@@ -420,7 +661,10 @@ def wrap(
     if not isinstance(discriminator, nn.Module):
         raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
     if isinstance(discriminator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        raise TypeError("wrap the discriminator before DataParallel/DistributedDataParallel, not after")
+        raise TypeError(
+            "wrap the discriminator before DataParallel/DistributedDataParallel (and before "
+            "accelerator.prepare), not after"
+        )
     if any(isinstance(m, OGANHead) for m in discriminator.modules()):
         raise ValueError("discriminator already contains an OGANHead (it was wrapped before)")
 
@@ -439,13 +683,14 @@ def wrap(
         adapters = [n for n, p in reg.pm.list_name_plugin() if hasattr(p, "ogan_adapt_discriminator")]
         raise ValueError(
             f"no adapter recognised this discriminator's head: {what}. Adapters tried: {adapters}. "
-            "Built-ins handle a final nn.Linear(in, 1) or 1-output nn.ConvNd giving a 1x1 map, "
-            "with or without spectral norm. Register your own with the ogan_adapt_discriminator hook."
+            "Built-ins handle a 1-output nn.Linear or nn.ConvNd (1x1 or patch map; with or without spectral "
+            "norm) and custom linear modules with a (1, in) weight. Register your own with the "
+            "ogan_adapt_discriminator hook (docs/wrapping.md)."
         )
     old = discriminator.get_submodule(adaptation.path)
     device = next(old.parameters(), torch.empty(0)).device
     _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
-    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim), generator)
+    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim, "auto" if score is None else score), generator)
 
 
 def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> OGANDiscriminator:
@@ -454,3 +699,39 @@ def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> 
 
         attach(wrapped, generator)
     return wrapped
+
+
+def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGANDiscriminator:
+    """The :class:`OGANDiscriminator` the O-GAN functions work with, from what the user holds.
+
+    ``discriminator`` itself when it is one.  For ``DistributedDataParallel`` around one
+    (what ``accelerator.prepare`` returns in a distributed run, or ``DDP(wrap(D, z))``),
+    a view whose every forward (``decompose``, ``encode``, calls) runs *through* the DDP
+    module, so gradients are synchronised, and whose head is the wrapped one; the view is
+    made once per DDP module and shares all parameters.
+
+    Raises:
+        TypeError: naming ``name``, for anything else (a plain network, DataParallel).
+    """
+    if isinstance(discriminator, OGANDiscriminator):
+        return discriminator
+    if isinstance(discriminator, nn.parallel.DistributedDataParallel) and isinstance(
+        discriminator.module, OGANDiscriminator
+    ):
+        inner = discriminator.module
+        view = discriminator.__dict__.get("_ogan_view")
+        if view is None:
+            view = OGANDiscriminator(discriminator, "module.discriminator." + inner.head_path, inner.z_dim)
+            view._score_cache = inner._score_cache  # one memory of the score's element
+            discriminator.__dict__["_ogan_view"] = view  # a plain attribute: not a submodule, not in state_dict
+        view.score_from = inner.score_from  # the wrapped D's rule, also when changed later
+        return view
+    hint = ""
+    if isinstance(discriminator, nn.DataParallel):
+        hint = " (DataParallel is not supported: use DistributedDataParallel)"
+    elif isinstance(discriminator, nn.Module):
+        hint = " (D = ogan_plugin.wrap(D, z_dim) first)"
+    raise TypeError(
+        f"{name} must be an OGANDiscriminator (from ogan_plugin.wrap), or DistributedDataParallel / "
+        f"accelerator.prepare around one, got {type(discriminator).__name__}{hint}"
+    )

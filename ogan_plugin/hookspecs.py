@@ -59,9 +59,12 @@ def ogan_adapt_discriminator(
     Return an :class:`~ogan_plugin.head.Adaptation` (the head's path and the new
     :class:`~ogan_plugin.head.OGANHead`) or ``None`` when this adapter does not
     recognise the head.  The first non-``None`` answer wins; use
-    ``@hookimpl(tryfirst=True)`` to run before the built-in adapters.
+    ``@hookimpl(tryfirst=True)`` to run before the built-in adapters.  An adapter that
+    recognises the head but cannot widen it should raise ``ValueError`` saying why.
     The adapter must not modify ``discriminator``: :func:`ogan_plugin.wrap` installs
-    the new head.
+    the new head.  The mean of the new head's outputs must equal the old head's output.
+    (The built-in ``ogan_plugin.adapters.patch`` is a ``wrapper=True`` implementation:
+    it gives convolution heads returned by any adapter their patch reduction.)
     """
 
 

@@ -117,7 +117,8 @@ def plot_curves(
     Args:
         panels: ``{panel title: {series name: values}}``; all series share the x axis
             ``steps`` (default 1..len).  Non-finite values are skipped.
-        width, height: size of the whole picture in pixels.
+        width: width of the whole picture in pixels.
+        height: height of the whole picture in pixels.
         smooth: moving-average window applied to each series (1 = raw).
         log_x, log_y: logarithmic axes (base 10); points at or below 0 on a log axis are
             skipped.

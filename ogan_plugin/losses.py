@@ -11,13 +11,14 @@ two sides of one loss for the registry (plugins add losses through ``ogan_losses
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ogan_plugin.correlation import correlation_loss
+from ogan_plugin.head import Decomposition
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.kernels.pearson import EPS
 
@@ -209,17 +210,38 @@ class OGANLossTerms(NamedTuple):
     generator: Tensor
 
 
+#: what :class:`OGANLoss` takes for a batch: a :class:`~ogan_plugin.head.Decomposition`
+#: (score from D's whole output, correlation from the head) or the head's raw outputs
+EncoderOutput = Union[Decomposition, Tensor]
+
+
+def _score_and_raw(e: EncoderOutput, name: str) -> tuple[Tensor, Tensor]:
+    """(score (B,), raw (B, z_dim)) of a decomposition, or of raw outputs (score = their mean)."""
+    if isinstance(e, Decomposition):
+        return e.score, e.raw
+    if not isinstance(e, Tensor) or e.dim() != 2:
+        what = f"shape {tuple(e.shape)}" if isinstance(e, Tensor) else type(e).__name__
+        raise TypeError(f"{name} must be D.decompose(x) (a Decomposition) or raw outputs (B, z_dim), got {what}")
+    return e.float().mean(1), e
+
+
 class OGANLoss(torch.nn.Module):
     """An adversarial loss on the score plus the correlation term on both sides.
 
-    Inputs are the wrapped discriminator's raw outputs ``e`` (B, z_dim) (from
-    ``wrapped.decompose(x).raw``); the score is their mean.  For alternating loops::
+    Each batch is given as ``D.decompose(x)`` (a :class:`~ogan_plugin.head.Decomposition`:
+    the adversarial term uses its ``score``, picked from D's whole output as
+    ``wrap(..., score=)`` says, and the correlation its ``raw``) or as the raw outputs
+    ``e`` (B, z_dim) alone (the score is then their mean: the head only).  For alternating
+    loops::
 
         crit = OGANLoss("qp", corr_weight=0.5)
         fake = G(z)
-        loss_d = crit.discriminator_loss(D.decompose(x).raw, D.decompose(fake.detach()).raw, z,
-                                         x_real=x, x_fake=fake)
-        loss_g = crit.generator_loss(D.decompose(fake).raw, z)
+        loss_d = crit.discriminator_loss(D.decompose(x), D.decompose(fake.detach()), z, x_real=x, x_fake=fake)
+        loss_g = crit.generator_loss(D.decompose(fake), z)
+
+    Class-conditional: ``D.decompose(x, y)``, ``D.decompose(G(z, y), y)``; pass the
+    decompositions (not ``.raw``) so a projection discriminator's class term is in the
+    adversarial terms.
 
     ``forward(e_real, e_fake, z, ...)`` returns both as :class:`OGANLossTerms`.
     ``corr_weight_g`` sets a different correlation weight for the generator's loss (None:
@@ -243,19 +265,43 @@ class OGANLoss(torch.nn.Module):
         return pixel_distance(x_real.detach(), x_fake.detach())
 
     def discriminator_loss(
-        self, e_real: Tensor, e_fake: Tensor, z: Tensor, *, x_real: Optional[Tensor] = None, x_fake: Optional[Tensor] = None
+        self,
+        e_real: EncoderOutput,
+        e_fake: EncoderOutput,
+        z: Tensor,
+        *,
+        x_real: Optional[Tensor] = None,
+        x_fake: Optional[Tensor] = None,
     ) -> Tensor:
-        """Discriminator loss: adversarial term + ``-corr_weight * mean rho(z, e_fake)``."""
-        adv = self.adversarial.d_loss(e_real.float().mean(1), e_fake.float().mean(1), self._dist(x_real, x_fake)).mean()
-        return adv + correlation_loss(z, e_fake, self.corr_weight, eps=self.eps)
+        """Discriminator loss: adversarial term + ``-corr_weight * mean rho(z, raw_fake)``.
 
-    def generator_loss(self, e_fake: Tensor, z: Tensor) -> Tensor:
-        """Generator loss: adversarial term + ``-corr_weight_g * mean rho(z, e_fake)``."""
-        adv = self.adversarial.g_loss(e_fake.float().mean(1)).mean()
-        return adv + correlation_loss(z, e_fake, self.corr_weight_g, eps=self.eps)
+        Args:
+            e_real: ``D.decompose(x_real)`` or its raw outputs.
+            e_fake: ``D.decompose(x_fake.detach())`` or its raw outputs.
+            z: the fakes' noise (B, z_dim).
+            x_real: the real batch (for the QP loss's pixel distance).
+            x_fake: the generated batch (for the QP loss's pixel distance).
+        """
+        s_real, _ = _score_and_raw(e_real, "e_real")
+        s_fake, raw_fake = _score_and_raw(e_fake, "e_fake")
+        adv = self.adversarial.d_loss(s_real, s_fake, self._dist(x_real, x_fake)).mean()
+        return adv + correlation_loss(z, raw_fake, self.corr_weight, eps=self.eps)
+
+    def generator_loss(self, e_fake: EncoderOutput, z: Tensor) -> Tensor:
+        """Generator loss: adversarial term + ``-corr_weight_g * mean rho(z, raw_fake)``
+        (``e_fake``: ``D.decompose(x_fake)`` or its raw outputs)."""
+        s_fake, raw_fake = _score_and_raw(e_fake, "e_fake")
+        adv = self.adversarial.g_loss(s_fake).mean()
+        return adv + correlation_loss(z, raw_fake, self.corr_weight_g, eps=self.eps)
 
     def forward(
-        self, e_real: Tensor, e_fake: Tensor, z: Tensor, *, x_real: Optional[Tensor] = None, x_fake: Optional[Tensor] = None
+        self,
+        e_real: EncoderOutput,
+        e_fake: EncoderOutput,
+        z: Tensor,
+        *,
+        x_real: Optional[Tensor] = None,
+        x_fake: Optional[Tensor] = None,
     ) -> OGANLossTerms:
         return OGANLossTerms(
             self.discriminator_loss(e_real, e_fake, z, x_real=x_real, x_fake=x_fake),

@@ -16,66 +16,125 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.head import OGANDiscriminator, as_wrapped
+from ogan_plugin.labels import check_labels, check_takes_labels, label_args
 
 __all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS", "DEFAULT_LR"]
 
 
 def check_wrapped(discriminator: object) -> OGANDiscriminator:
-    """``discriminator`` if it is an :class:`OGANDiscriminator`, else a ``TypeError``
-    naming ``wrapped_discriminator``."""
-    if not isinstance(discriminator, OGANDiscriminator):
-        raise TypeError(
-            f"wrapped_discriminator must be an OGANDiscriminator (from ogan_plugin.wrap), got "
-            f"{type(discriminator).__name__}"
-        )
-    return discriminator
+    """The :class:`OGANDiscriminator` to run (DDP around one: a view through DDP, see
+    :func:`~ogan_plugin.head.as_wrapped`), else a ``TypeError`` naming
+    ``wrapped_discriminator``."""
+    return as_wrapped(discriminator, "wrapped_discriminator")
 
 
-def _check(discriminator: OGANDiscriminator, scale: float) -> None:
-    check_wrapped(discriminator)
+def _check(discriminator: object, scale: float) -> OGANDiscriminator:
+    d = check_wrapped(discriminator)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"scale must be a positive number, got {scale!r}")
+    return d
+
+
+def check_conditional(generator: Any, discriminator: OGANDiscriminator, y: Any, batch: int, name: str = "y") -> None:
+    """For labels ``y`` given to a function that runs both networks: a batch of ``batch``
+    labels, and both networks' forwards take them (errors name ``name``)."""
+    if y is not None:
+        check_labels(y, batch, name)
+        check_takes_labels(discriminator, "discriminator", name)
+        check_takes_labels(generator, "generator", name)
 
 
 @torch.no_grad()
 def reconstruct(
-    generator: Callable[[Tensor], Tensor], wrapped_discriminator: OGANDiscriminator, x: Tensor, scale: float = 0.9
+    generator: Callable[..., Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    x: Tensor,
+    scale: float = 0.9,
+    *,
+    y: Optional[Tensor] = None,
 ) -> Tensor:
     """``G(scale * encode(x))``: images rebuilt from their codes (METHOD.md section 5).
 
     Runs without gradients and does not change the modules' train/eval mode (put them in
     eval mode first when they use BatchNorm or Dropout).
+
+    Args:
+        generator: the generator.
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)`` (or DDP around it).
+        x: images (B, ...).
+        scale: factor on the standardized code.
+        y: class labels of ``x`` for a conditional GAN: ``G(scale * encode(x, y), y)``.
+
+    Returns:
+        The reconstructions, as the generator returns them.
     """
-    _check(wrapped_discriminator, scale)
-    code = wrapped_discriminator.encode(x)
-    return generator(scale * code.to(_param_dtype(generator, code.dtype)))
+    d = _check(wrapped_discriminator, scale)
+    check_conditional(generator, d, y, x.shape[0])
+    labels = label_args(y)
+    code = d.encode(x, *labels)
+    return generator(scale * code.to(_param_dtype(generator, code.dtype)), *labels)
 
 
 @torch.no_grad()
 def interpolate(
-    generator: Callable[[Tensor], Tensor],
+    generator: Callable[..., Tensor],
     wrapped_discriminator: OGANDiscriminator,
     x_a: Tensor,
     x_b: Tensor,
     steps: int = 8,
     scale: float = 0.9,
+    *,
+    y: Optional[Tensor] = None,
+    y_b: Optional[Tensor] = None,
 ) -> Tensor:
     """Decode codes on the line from ``encode(x_a)`` to ``encode(x_b)``.
 
-    Returns a tensor (B, steps, *image_shape): row i morphs x_a[i] into x_b[i]; the first
-    and last columns are the two reconstructions.
+    Args:
+        generator: the generator.
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)`` (or DDP around it).
+        x_a: the images the paths start from (B, ...).
+        x_b: the images the paths end at, of ``x_a``'s shape.
+        steps: points on each line (>= 2), both ends included.
+        scale: factor on the standardized codes.
+        y: class labels of ``x_a`` (conditional GANs; also of ``x_b`` unless ``y_b``).
+        y_b: class labels of ``x_b``.  Where they differ from ``y``, floating-point
+            (one-hot) labels are interpolated along with the codes; integer labels must
+            then be equal (``ValueError``).
+
+    Returns:
+        A tensor (B, steps, *image_shape): row i morphs x_a[i] into x_b[i]; the first and
+        last columns are the two reconstructions.
     """
-    _check(wrapped_discriminator, scale)
+    d = _check(wrapped_discriminator, scale)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an int >= 2, got {steps!r}")
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
-    ca, cb = wrapped_discriminator.encode(x_a), wrapped_discriminator.encode(x_b)
+    if y is None and y_b is not None:
+        raise ValueError("y_b was given without y: give the labels of x_a as y")
+    B = x_a.shape[0]
+    check_conditional(generator, d, y, B)
+    if y_b is not None:
+        check_labels(y_b, B, "y_b")
+        if y_b.shape != y.shape or y_b.dtype != y.dtype:
+            raise ValueError(f"y_b must have y's shape and dtype, got {tuple(y_b.shape)} {y_b.dtype} "
+                             f"and {tuple(y.shape)} {y.dtype}")
+        if not y.is_floating_point() and not torch.equal(y, y_b):
+            raise ValueError("y_b: integer class labels cannot be interpolated; pass one-hot float labels, "
+                             "or equal labels")
+    ca, cb = d.encode(x_a, *label_args(y)), d.encode(x_b, *label_args(y if y_b is None else y_b))
     t = torch.linspace(0, 1, steps, device=ca.device, dtype=ca.dtype).view(1, steps, 1)
     codes = (1 - t) * ca[:, None] + t * cb[:, None]  # (B, steps, z)
-    out = generator(scale * codes.flatten(0, 1).to(_param_dtype(generator, codes.dtype)))
-    return out.view(x_a.shape[0], steps, *out.shape[1:])
+    labels: tuple = ()
+    if y is not None:
+        if y_b is None or not y.is_floating_point():
+            labels = (y.repeat_interleave(steps, dim=0),)
+        else:
+            tl = t.view(1, steps, *([1] * (y.dim() - 1))).to(y.dtype)
+            labels = (((1 - tl) * y[:, None] + tl * y_b[:, None]).flatten(0, 1),)
+    out = generator(scale * codes.flatten(0, 1).to(_param_dtype(generator, codes.dtype)), *labels)
+    return out.view(B, steps, *out.shape[1:])
 
 
 def _param_dtype(module: object, default: torch.dtype) -> torch.dtype:
@@ -205,7 +264,8 @@ def invert(
         lr: the optimizer's learning rate on ``z``.
         loss: ``"mse"`` or ``"l1"`` (per-pixel mean per image), or a differentiable
             callable ``(reconstruction, target) -> (N,)`` loss per image.
-        y: (N,) labels of a conditional pair: ``G(z, y)`` and ``D.encode(x, y)``.
+        y: labels of a conditional pair (integer ``(N,)`` or one-hot ``(N, K)``): ``G(z, y)``
+            and ``D.encode(x, y)``.
         init: the start: ``"encoder"`` (``scale * D.encode(x)``), ``"random"``
             (``z ~ N(0, I)``, ``restarts`` of them per image), ``"mean"`` (``z = 0``, the
             prior's mean), or a (N, z_dim) tensor of codes.
@@ -236,7 +296,7 @@ def invert(
         ValueError: a bad number (``steps < 0``, ``lr <= 0``, ...), NaN or inf in ``x`` or
             ``init``, shapes that do not match (the message names the argument).
     """
-    d = check_wrapped(wrapped_discriminator)
+    d = check_wrapped(wrapped_discriminator)  # DDP around a wrapped D: a view through it
     if not callable(generator):
         raise TypeError(f"generator must be callable, got {type(generator).__name__}")
     if not isinstance(x, Tensor):
@@ -261,11 +321,7 @@ def invert(
     make_opt = _named_or_callable("optimizer", optimizer, OPTIMIZERS)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    if y is not None:
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor of labels, got {type(y).__name__}")
-        if y.dim() == 0 or y.shape[0] != n:
-            raise ValueError(f"y must hold one label per image ({n}), got shape {tuple(y.shape)}")
+    check_conditional(generator, d, y, n)
     if isinstance(init, Tensor):
         if init.shape != (n, d.z_dim):
             raise ValueError(f"init must have shape ({n}, {d.z_dim}) (one code per image), got {tuple(init.shape)}")
@@ -296,7 +352,7 @@ def invert(
                     z0 = init[i : i + size].to(device=device, dtype=dtype)
                 elif init == "encoder":
                     with torch.no_grad():
-                        z0 = scale * (d.encode(xb) if yb is None else d.encode(xb, yb)).to(dtype)
+                        z0 = scale * d.encode(xb, *label_args(yb)).to(dtype)
                 elif init == "mean":
                     z0 = torch.zeros(xb.shape[0], d.z_dim, device=device, dtype=dtype)
                 else:
@@ -338,7 +394,7 @@ def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patienc
         zi = z if idx is None else z[idx]
         xi, yi = (x, y) if idx is None else (x[idx], None if y is None else y[idx])
         with torch.enable_grad() if t < steps else torch.no_grad():
-            rec = G(zi) if yi is None else G(zi, yi)
+            rec = G(zi, *label_args(yi))
             if not checked:
                 if rec.shape != xi.shape:
                     raise ValueError(
@@ -383,8 +439,7 @@ def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patienc
     z_best, pick = _pick(best_z, best_obj, restarts, b)
     with torch.no_grad():
         rows_kept = pick * b + torch.arange(b, device=pick.device)
-        y_kept = None if y is None else y[rows_kept]
-        rec = G(z_best) if y_kept is None else G(z_best, y_kept)
+        rec = G(z_best, *label_args(None if y is None else y[rows_kept]))
     hist = torch.stack(history).view(len(history), restarts, b).amin(1)
     return z_best, rec.detach(), best_loss[rows_kept], hist, used[rows_kept], z0[rows_kept]
 

@@ -10,10 +10,18 @@ Backend resolution for an operation on a device, in this order:
 2. the environment variable ``OGAN_PLUGIN_BACKEND`` (a name, e.g. ``triton``);
 3. the available backend with the highest priority that serves the device.
 
+A backend is available on a device type when its ``check()`` passes and, if it has a
+``probe``, when its probe passes for that device type.  The probe runs at most once per
+process and device type (its answer is cached): the ``triton`` backends use it on CUDA to
+compile and launch a tiny kernel, so a broken GPU environment (a driver too old for the
+ptxas in the Triton wheel, no C compiler for Triton's launcher, no ``libcuda.so``) is
+found before the first real call instead of raising in it.
+
 An explicit request that cannot run raises :class:`BackendUnavailableError` naming what
 is available.  When the preferred automatic choice is unavailable (e.g. Triton missing or
-broken) the next one is used with a one-time warning.  Resolution is cached per
-(operation, device type, request), so it costs a dict lookup per call.
+broken) the next one is used with a one-time warning.  ``ogan-plugin plugins`` shows why
+a backend is unavailable.  Resolution is cached per (operation, device type, request), so
+it costs a dict lookup per call.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ BUILTIN_PLUGINS = (
     "ogan_plugin.adapters.spectral_norm",
     "ogan_plugin.adapters.linear",
     "ogan_plugin.adapters.conv",
+    "ogan_plugin.adapters.patch",
+    "ogan_plugin.adapters.custom_linear",
     "ogan_plugin.kernels.pearson",
     "ogan_plugin.kernels.single_loss",
     "ogan_plugin.losses",
@@ -74,6 +84,10 @@ class Backend:
             ``TRITON_INTERPRET=1`` is only used on explicit request).
         check: returns ``None`` when the backend can run here, else the reason it cannot.
         description: one line for ``ogan-plugin plugins``.
+        probe: optional ``probe(device_type) -> None | reason``: a one-time run-time test
+            (e.g. compile and launch a tiny kernel on the GPU).  The registry calls it at
+            most once per process and device type, the first time the backend is
+            considered there, and caches the answer.
     """
 
     op: str
@@ -84,6 +98,7 @@ class Backend:
     check: Callable[[], Optional[str]] = lambda: None
     description: str = ""
     plugin: str = field(default="", compare=False)
+    probe: Optional[Callable[[str], Optional[str]]] = field(default=None, compare=False)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -103,6 +118,8 @@ class Registry:
         self._losses: Optional[dict[str, Any]] = None
         self._cache: dict[tuple[str, str, Optional[str]], Backend] = {}
         self._warned: set[tuple[str, str, str]] = set()
+        #: (probe, device type) -> its answer (probes run once per process and device type)
+        self._probed: dict[tuple[Callable[[str], Optional[str]], str], Optional[str]] = {}
         for modname in BUILTIN_PLUGINS:
             self._register_module(modname, modname)
         if load_entry_points:
@@ -190,6 +207,26 @@ class Registry:
             return self._losses
 
     # -- selection ---------------------------------------------------------------------
+    def problem(self, backend: Backend, device_type: str) -> Optional[str]:
+        """Why ``backend`` cannot run on ``device_type`` tensors (``None`` when it can).
+
+        Runs the backend's ``check()`` and, the first time for this device type, its
+        ``probe`` (cached; a probe that raises counts as failed, with the exception as
+        the reason).
+        """
+        reason = backend.check()
+        if reason is not None or backend.probe is None:
+            return reason
+        key = (backend.probe, device_type)
+        if key not in self._probed:
+            with self._lock:
+                if key not in self._probed:
+                    try:
+                        self._probed[key] = backend.probe(device_type)
+                    except Exception as exc:  # a probe must not break resolution
+                        self._probed[key] = f"its probe raised {type(exc).__name__}: {exc}"
+        return self._probed[key]
+
     def resolve(self, op: str, device_type: str, backend: Optional[str] = None) -> Backend:
         """Pick the backend for ``op`` on ``device_type`` (see the module docstring)."""
         request = backend if backend is not None else (os.environ.get(ENV_BACKEND) or None)
@@ -212,11 +249,13 @@ class Registry:
                     f"${ENV_BACKEND})"
                 )
             for b in named:
-                reason = b.check()
-                if reason is None and b.serves(device_type, True):
+                if not b.serves(device_type, True):
+                    reason = b.check() or f"it does not run on {device_type!r} tensors"
+                    continue
+                reason = self.problem(b, device_type)
+                if reason is None:
                     return b
-                reason = reason or f"it does not run on {device_type!r} tensors"
-            usable = [b.name for b in candidates if b.check() is None and b.serves(device_type, True)]
+            usable = [b.name for b in candidates if b.serves(device_type, True) and self.problem(b, device_type) is None]
             raise BackendUnavailableError(
                 f"backend={request!r} cannot run op {op!r} here: {reason}; "
                 f"available on {device_type!r}: {usable}"
@@ -225,7 +264,7 @@ class Registry:
         for b in candidates:
             if not b.serves(device_type, False):
                 continue
-            reason = b.check()
+            reason = self.problem(b, device_type)
             if reason is None:
                 for s, why in skipped:
                     wkey = (op, s.name, why)

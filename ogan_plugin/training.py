@@ -33,6 +33,13 @@ Routings (``routing=``):
     than "split".  If D is random in training mode (Dropout), the two fake forwards differ
     and the cancellation is inexact: a warning says so (use "split").
 
+Class-conditional GANs: with labels (``y=``) the networks are called as ``G(z, y)`` and
+``D(x, y)``.  The adversarial terms use the score picked from D's whole output
+(:mod:`ogan_plugin.scores`), e.g. a projection discriminator's head mean plus its class
+term, and the correlation term the head's raw outputs.  The fused objective takes
+``code + score`` per row (rho ignores the shift, the row means are the scores); the row
+sums of its gradients go into D's output, the centred rest into the head.
+
 BatchNorm in D: by default the real and the fake batch go through separate forwards (as
 in the official code and most alternating loops), so each batch is normalised with its
 own statistics and the gradients equal the alternating update's even in training mode
@@ -57,8 +64,9 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.ema import EMA
-from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.head import Decomposition, OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.labels import check_labels, check_takes_labels, label_args
 from ogan_plugin.kernels.single_loss import ObjectiveOutput
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance
 from ogan_plugin.registry import dispatch
@@ -100,14 +108,26 @@ class StepResult(NamedTuple):
 
 
 # --- argument checks (public boundary) -----------------------------------------------------
-def _check_modules(generator: Any, wrapped_discriminator: Any) -> None:
+def _check_modules(generator: Any, wrapped_discriminator: Any) -> OGANDiscriminator:
+    """The discriminator to run (DDP around a wrapped one: a view through DDP)."""
     if not callable(generator):
         raise TypeError(f"generator must be callable (an nn.Module), got {type(generator).__name__}")
-    if not isinstance(wrapped_discriminator, OGANDiscriminator):
-        raise TypeError(
-            "wrapped_discriminator must be an OGANDiscriminator (D = ogan_plugin.wrap(D, z_dim)), got "
-            f"{type(wrapped_discriminator).__name__}"
-        )
+    return as_wrapped(wrapped_discriminator)
+
+
+def _check_labels(
+    generator: Any, discriminator: OGANDiscriminator, y: Any, y_fake: Any, batch: int
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """``(y, y_fake)`` checked, ``y_fake`` defaulting to ``y``; errors name the argument."""
+    if y is None:
+        if y_fake is not None:
+            raise ValueError("y_fake was given without y: give the real batch's labels y too")
+        return None, None
+    check_labels(y, batch, "y")
+    y_fake = y if y_fake is None else check_labels(y_fake, batch, "y_fake")
+    check_takes_labels(discriminator, "discriminator")
+    check_takes_labels(generator, "generator")
+    return y, y_fake
 
 
 def _check_options(
@@ -223,6 +243,37 @@ def _dot(e: Tensor, g: Tensor) -> Tensor:
     return (e.to(dtype) * g.to(dtype)).sum().float()
 
 
+def _objective_input(d: Decomposition) -> Tensor:
+    """``code + score`` per row: what the fused objective reads (detached).
+
+    Its row means are the scores the losses train on (D's whole output, see
+    :mod:`ogan_plugin.scores`) and, since Pearson's rho ignores a constant shift of a row,
+    its correlation with z is the head's.  So ``ogan_objective`` (which takes scores as row
+    means) needs no change for conditional discriminators."""
+    return (d.code + d.score[:, None].to(d.code.dtype)).detach()
+
+
+def _parts(g: Tensor) -> tuple[Tensor, Tensor]:
+    """Split a gradient on :func:`_objective_input` into (row-centred part, row sums).
+
+    The row sum is the gradient of the score (the adversarial part, routed into D's
+    output); the centred rest is the correlation part (already zero-mean per row), routed
+    into the head's raw outputs.  For a score that is the head's mean the two together
+    give ``g`` on the raw outputs, as before."""
+    return g - g.mean(dim=1, keepdim=True), g.sum(dim=1)
+
+
+def _feed(d: Decomposition, g: Tensor) -> Tensor:
+    """A scalar whose gradient sends ``g`` (a gradient on :func:`_objective_input`) into
+    the networks through ``d``'s raw outputs and score."""
+    centred, sums = _parts(g)
+    return _dot(d.raw, centred) + _dot(d.score, sums)
+
+
+def _rows(d: Decomposition, rows: slice) -> Decomposition:
+    return Decomposition(d.score[rows], d.code[rows], d.raw[rows], None)
+
+
 # --- the functional form ------------------------------------------------------------------
 def _single_loss(
     generator: Callable[[Tensor], Tensor],
@@ -238,9 +289,12 @@ def _single_loss(
     backend: Optional[str],
     eps: float,
     augment: Optional[Callable[[Tensor], Tensor]] = None,
+    y: Optional[Tensor] = None,
+    y_fake: Optional[Tensor] = None,
 ) -> SingleLossOutput:
     """The work of :func:`single_loss`, on checked arguments (the weights resolved)."""
-    generated = x_fake = generator(z)
+    real_labels, fake_labels = label_args(y), label_args(y_fake)
+    generated = x_fake = generator(z, *fake_labels)
     if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
         got = tuple(x_fake.shape) if isinstance(x_fake, Tensor) else type(x_fake).__name__
         raise ValueError(
@@ -257,31 +311,35 @@ def _single_loss(
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
     fused = dispatch("ogan_objective", x_real.device.type, backend)
 
-    def objective(e_real: Tensor, e_fake: Tensor) -> ObjectiveOutput:
-        return fused(e_real.detach(), e_fake.detach(), z_flat, dist, loss_arg, corr_weight, corr_weight_g, eps)
+    def objective(d_real: Decomposition, d_fake: Decomposition) -> ObjectiveOutput:
+        return fused(
+            _objective_input(d_real), _objective_input(d_fake), z_flat, dist, loss_arg, corr_weight, corr_weight_g, eps
+        )
 
     if routing == "split":
         # D's input for the fakes: a leaf cut from G's graph.
         x_leaf = x_fake.detach().requires_grad_(x_fake.requires_grad)
         params = [p for p in D.parameters() if p.requires_grad]
         if concat_batches:
-            raw = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)])).raw
-            e_real, e_fake = raw[:B], raw[B:]
-            out = objective(e_real, e_fake)
+            two = () if y is None else (torch.cat([y, y_fake]),)
+            d_all = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)]), *two)
+            out = objective(_rows(d_all, slice(0, B)), _rows(d_all, slice(B, None)))
+            (c_real, s_real), (c_d, s_d), (c_g, s_g) = (_parts(g) for g in (out.grad_real, out.grad_fake_d, out.grad_fake_g))
             route = (
-                [raw],
-                [torch.cat([out.grad_real, out.grad_fake_d])],
-                [torch.cat([torch.zeros_like(out.grad_fake_g), out.grad_fake_g])],
+                [d_all.raw, d_all.score],
+                [torch.cat([c_real, c_d]), torch.cat([s_real, s_d])],
+                [torch.cat([torch.zeros_like(c_g), c_g]), torch.cat([torch.zeros_like(s_g), s_g])],
                 x_leaf,
                 params,
             )
             surrogate = _SplitRoute.apply(route, x_fake, *params)
         else:
-            e_real = D.decompose(x_real).raw
-            e_fake = D.decompose(x_leaf).raw
-            out = objective(e_real, e_fake)
-            route = ([e_fake], [out.grad_fake_d], [out.grad_fake_g], x_leaf, params)
-            surrogate = _dot(e_real, out.grad_real) + _SplitRoute.apply(route, x_fake, *params)
+            d_real = D.decompose(x_real, *real_labels)
+            d_fake = D.decompose(x_leaf, *fake_labels)
+            out = objective(d_real, d_fake)
+            (c_d, s_d), (c_g, s_g) = _parts(out.grad_fake_d), _parts(out.grad_fake_g)
+            route = ([d_fake.raw, d_fake.score], [c_d, s_d], [c_g, s_g], x_leaf, params)
+            surrogate = _feed(d_real, out.grad_real) + _SplitRoute.apply(route, x_fake, *params)
     else:
         randoms = _random_layers_in_training(D)
         if randoms:
@@ -293,17 +351,18 @@ def _single_loss(
                 stacklevel=3,
             )
         if concat_batches:
-            raw = D.decompose(torch.cat([x_real, x_fake.detach().to(x_real.dtype), x_fake.to(x_real.dtype)])).raw
-            e_real, e_sg, e_fake = raw[:B], raw[B : 2 * B], raw[2 * B :]
+            three = () if y is None else (torch.cat([y, y_fake, y_fake]),)
+            d_all = D.decompose(torch.cat([x_real, x_fake.detach().to(x_real.dtype), x_fake.to(x_real.dtype)]), *three)
+            d_real, d_sg, d_fake = (_rows(d_all, slice(i * B, (i + 1) * B)) for i in range(3))
         else:
-            e_real = D.decompose(x_real).raw
-            e_sg = D.decompose(x_fake.detach()).raw
-            e_fake = D.decompose(x_fake).raw
-        out = objective(e_real, e_fake)
+            d_real = D.decompose(x_real, *real_labels)
+            d_sg = D.decompose(x_fake.detach(), *fake_labels)
+            d_fake = D.decompose(x_fake, *fake_labels)
+        out = objective(d_real, d_fake)
         surrogate = (
-            _dot(e_real, out.grad_real)
-            + _dot(e_fake, out.grad_fake_g)
-            + _dot(e_sg, out.grad_fake_d - out.grad_fake_g)
+            _feed(d_real, out.grad_real)
+            + _feed(d_fake, out.grad_fake_g)
+            + _feed(d_sg, out.grad_fake_d - out.grad_fake_g)
         )
     value = (out.loss_d + out.loss_g).float()
     loss = surrogate - surrogate.detach() + value
@@ -325,6 +384,8 @@ def single_loss(
     augment: Optional[Callable[[Tensor], Tensor]] = None,
     corr_weight_g: Optional[float] = None,
     return_terms: bool = False,
+    y: Optional[Tensor] = None,
+    y_fake: Optional[Tensor] = None,
 ) -> Union[Tensor, SingleLossOutput]:
     """The O-GAN single loss of one batch: a scalar whose ``.backward()`` trains both nets.
 
@@ -341,7 +402,9 @@ def single_loss(
 
     Args:
         generator: maps ``z`` to a batch shaped like ``x_real``.
-        wrapped_discriminator: the discriminator wrapped by :func:`ogan_plugin.wrap`.
+        wrapped_discriminator: the discriminator wrapped by :func:`ogan_plugin.wrap`, or
+            ``DistributedDataParallel`` around it (``accelerator.prepare``'s result): its
+            forwards then run through DDP.
         x_real: a batch of real samples (B, ...).
         z: the noise the fakes are generated from, (B, z_dim) or (B, z_dim, 1, ...).
         loss: adversarial loss name (``"qp"``, ``"hinge"``, ``"bce"``, ``"wgan"`` or a
@@ -367,6 +430,13 @@ def single_loss(
         return_terms: return a :class:`SingleLossOutput` (loss, loss_d, loss_g, rho,
             x_fake) instead of the bare loss; ``x_fake`` is the generator's output
             before any augmentation.
+        y: class labels of ``x_real`` for a conditional GAN (B,) integer or (B, ...)
+            floating point: the networks are called as ``G(z, y_fake)``,
+            ``D(x_real, y)`` and ``D(x_fake, y_fake)``.  The adversarial terms use the
+            score picked from D's whole output (``wrap(..., score=)``), so a projection
+            discriminator's class term is trained; the correlation term uses the head.
+        y_fake: labels the fakes are generated with (default: ``y``), e.g. classes
+            drawn uniformly.
 
     Returns:
         A float32 scalar tensor of value ``loss_d + loss_g`` (or :class:`SingleLossOutput`).
@@ -375,13 +445,14 @@ def single_loss(
         works too.  Call ``.backward()`` once per loss (with ``routing="split"`` a second
         backward raises ``RuntimeError``).
     """
-    _check_modules(generator, wrapped_discriminator)
+    D = _check_modules(generator, wrapped_discriminator)
     adv, weight_d, weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
-    _check_batch(x_real, z, wrapped_discriminator.z_dim)
+    _check_batch(x_real, z, D.z_dim)
     _check_augment(augment)
+    y, y_fake = _check_labels(generator, D, y, y_fake, x_real.shape[0])
     out = _single_loss(
-        generator, wrapped_discriminator, x_real, z, adv, loss, weight_d, weight_g, routing,
-        bool(concat_batches), backend, eps, augment,
+        generator, D, x_real, z, adv, loss, weight_d, weight_g, routing,
+        bool(concat_batches), backend, eps, augment, y, y_fake,
     )
     return out if return_terms else out.loss
 
@@ -412,10 +483,16 @@ class SingleLossStep:
             print(r.step, float(r.loss_d), float(r.loss_g), float(r.rho))
         samples = trainer.ema.module(torch.randn(16, 128))
 
+    The networks may be under DDP (``accelerator.prepare``'s result), as in
+    :func:`single_loss`; a conditional GAN passes labels to :meth:`step`.
+
     Args:
         generator: the generator (an ``nn.Module``).
         wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``.
-        loss, corr_weight, routing, concat_batches: as in :func:`single_loss`.
+        loss: as in :func:`single_loss`.
+        corr_weight: as in :func:`single_loss`.
+        routing: as in :func:`single_loss`.
+        concat_batches: as in :func:`single_loss`.
         optimizer: one optimizer holding the trainable parameters of both networks;
             ``None`` builds the official recipe, ``RMSprop(lr=1e-4, alpha=0.99)``.
         z_dim: noise size (default and only valid value: the discriminator's ``z_dim``).
@@ -470,7 +547,7 @@ class SingleLossStep:
         augment: Optional[Callable[[Tensor], Tensor]] = None,
         corr_weight_g: Optional[float] = None,
     ) -> None:
-        _check_modules(generator, wrapped_discriminator)
+        wrapped_discriminator = _check_modules(generator, wrapped_discriminator)
         _check_augment(augment)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
@@ -544,12 +621,17 @@ class SingleLossStep:
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.amp_dtype)
 
-    def step(self, x_real: Tensor, z: Optional[Tensor] = None) -> StepResult:
+    def step(
+        self, x_real: Tensor, z: Optional[Tensor] = None, *, y: Optional[Tensor] = None, y_fake: Optional[Tensor] = None
+    ) -> StepResult:
         """Train both networks on one batch of real samples; return detached logging values.
 
         Args:
             x_real: real batch (B, ...), on the networks' device.
             z: noise (B, z_dim) or (B, *z_shape); sampled when None.
+            y: class labels of ``x_real`` for a conditional GAN (``G(z, y_fake)``,
+                ``D(x, y)``), as in :func:`single_loss`.
+            y_fake: labels for the generated batch (default: ``y``).
 
         Raises:
             FloatingPointError: the loss is NaN/inf (with ``check_finite``); the step
@@ -559,23 +641,28 @@ class SingleLossStep:
             z = self.sample_z(x_real.shape[0], x_real.device)
         _check_batch(x_real, z, self.z_dim)
         B = x_real.shape[0]
+        y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B)
         k = self.accumulation_steps
         if k > B:
             raise ValueError(f"accumulation_steps={k} exceeds the batch size {B}")
-        xs, zs = (x_real, ), (z, )
+        xs, zs, ys, yfs = (x_real, ), (z, ), (y, ), (y_fake, )
         if k > 1:
             xs, zs = x_real.tensor_split(k), z.tensor_split(k)
+            if y is not None:
+                ys, yfs = y.tensor_split(k), y_fake.tensor_split(k)
+            else:
+                ys = yfs = (None,) * k
 
         opt, scaler = self.optimizer, self.grad_scaler
         opt.zero_grad(set_to_none=True)
         totals = torch.zeros(4, dtype=torch.float32, device=x_real.device)
-        for xr, zr in zip(xs, zs):
+        for xr, zr, yr, yfr in zip(xs, zs, ys, yfs):
             w = xr.shape[0] / B
             with self._autocast(x_real.device.type):
                 out = _single_loss(
                     self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
                     self.corr_weight, self.corr_weight_g, self.routing, self.concat_batches, self.backend, self.eps,
-                    self.augment,
+                    self.augment, yr, yfr,
                 )
             if self.check_finite and not bool(torch.isfinite(out.loss)):
                 opt.zero_grad(set_to_none=True)

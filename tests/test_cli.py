@@ -14,6 +14,9 @@ def test_plugins_listing(capsys):
     assert cli.main(["plugins", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "ogan_plugin.adapters.linear" in out
+    adapters = out.split("adapters (tried in this order):")[1].split("losses:")[0].split()
+    assert adapters[0] == "ogan_plugin.adapters.patch" and "(wrapper:" in out  # it wraps the others
+    assert adapters[-1] == "ogan_plugin.adapters.custom_linear"  # trylast: after the exact adapters
     for op in ("pearson:", "correlation_loss:", "ogan_objective:"):
         assert op in out
     assert "reference" in out and "<- active on cpu" in out

@@ -124,3 +124,54 @@ def test_bad_weight():
 def test_module_form_matches_functional():
     z, e = torch.randn(4, 6), torch.randn(4, 6)
     torch.testing.assert_close(CorrelationLoss(0.25)(z, e), ogan_plugin.correlation_loss(z, e, 0.25))
+
+
+def test_finite_checks_read_the_host_on_the_cpu_only_by_default(monkeypatch):
+    """The documented default (check_finite=None): CPU inputs are checked with one host read for
+    both; inputs on another device are not read at all (on a GPU the check would synchronise,
+    and cannot run during CUDA-graph capture); True checks everywhere, False nowhere."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ogan_plugin.correlation import check_pair
+
+    class Reads(TorchDispatchMode):
+        """Counts the ops that copy a value to the host (a device synchronisation on a GPU)."""
+
+        def __init__(self):
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("_local_scalar_dense", "is_nonzero", "item"):
+                self.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    z, e = torch.randn(3, 4), torch.randn(3, 4)
+    with Reads() as mode:
+        check_pair(z, e)
+    assert mode.reads == 1  # one read for both inputs
+    with Reads() as mode:
+        check_pair(z, e, check_finite=False)
+    assert mode.reads == 0
+    bad = torch.tensor([[1.0, float("nan"), 2.0, 3.0]] * 3)
+    with pytest.raises(ValueError, match="^e contains NaN or inf values$"):
+        check_pair(z, bad)
+    # a non-CPU device ("meta": no data, so any read would raise): not read by default
+    zm, em = torch.empty(3, 4, device="meta"), torch.empty(3, 4, device="meta")
+    check_pair(zm, em)
+    check_pair(zm, em, check_finite=False)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        check_pair(zm, em, check_finite=True)  # asked for: it tries to read the values
+    # check_finite=True on a CUDA tensor during graph capture: skipped instead of breaking the
+    # capture (stand-ins: only the device is looked at before the decision)
+    from types import SimpleNamespace
+
+    from ogan_plugin.correlation import _check_finite
+
+    cuda_like = SimpleNamespace(device=torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    _check_finite(("z", "e"), (cuda_like, cuda_like), True)
+    _check_finite(("z", "e"), (cuda_like, cuda_like), None)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    with pytest.raises(TypeError):  # not capturing and asked for: it does read the values
+        _check_finite(("z", "e"), (cuda_like, cuda_like), True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import torch
@@ -141,10 +142,26 @@ def test_unknown_head_path_and_non_modules():
         ogan_plugin.wrap(lambda x: x, z_dim=3)
 
 
-def test_patch_discriminator_fails_at_forward_with_a_clear_error():
-    wrapped = ogan_plugin.wrap(nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.Conv2d(4, 1, 3, 1, 1)), z_dim=3)
-    with pytest.raises(ValueError, match="1x1 map"):
-        wrapped(torch.randn(2, 1, 8, 8))
+def test_a_head_without_patch_reduction_rejects_maps_larger_than_1x1():
+    head = OGANHead(nn.Conv2d(4, 3, 3, 1, 1), z_dim=3)  # built outside the adapters: no reduction
+    assert head(torch.randn(2, 4, 1, 1)).shape == (2, 1, 1, 1)
+    with pytest.raises(ValueError, match="8x8 map per sample.*no patch_reduction"):
+        head(torch.randn(2, 4, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "d, x",
+    [
+        (nn.Sequential(nn.Linear(4, 1)), torch.randn(4)),  # unbatched
+        (nn.Sequential(nn.Linear(4, 1)), torch.randn(2, 5, 4)),  # one output per token
+        (nn.Sequential(nn.Conv2d(2, 1, 3)), torch.randn(2, 5, 5)),  # unbatched image
+    ],
+    ids=["unbatched_linear", "tokens", "unbatched_conv"],
+)
+def test_a_head_output_that_is_not_per_sample_is_named(d, x):
+    wrapped = ogan_plugin.wrap(d, z_dim=3)
+    with pytest.raises(ValueError, match="not per-sample.*" + re.escape(str(tuple(x.shape)))):
+        wrapped(x)
 
 
 def test_find_scalar_head_prefers_the_single_one_output_layer():
@@ -175,3 +192,34 @@ def test_wrapped_is_an_ogan_discriminator_module():
     w = ogan_plugin.wrap(nn.Sequential(nn.Linear(4, 1)), z_dim=3)
     assert isinstance(w, OGANDiscriminator) and isinstance(w, nn.Module)
     assert "z_dim=3" in repr(w)
+
+
+def test_dict_outputs_are_kept_and_decompose_uses_the_wrapped_head():
+    class DictD(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+            self.fc = nn.Linear(8, 1)
+
+        def forward(self, x, scale=1.0):
+            h = self.body(x)
+            return {"logits": self.fc(h).view(-1) * scale, "features": h}
+
+    torch.manual_seed(0)
+    d = DictD()
+    x = torch.randn(4, 6)
+    before = d(x, scale=2.0)
+    wrapped = ogan_plugin.wrap(d, z_dim=5)
+    after = wrapped(x, scale=2.0)
+    assert set(after) == {"logits", "features"}
+    torch.testing.assert_close(after["logits"], before["logits"])
+    torch.testing.assert_close(after["features"], before["features"])
+    dec = wrapped.decompose(x, scale=2.0)  # extra arguments reach D's forward
+    assert isinstance(dec.output, dict) and dec.raw.shape == (4, 5)
+    # the losses' score is the element computed from the head, as D returns it (wrap's score rule);
+    # the head's own mean is what D scaled
+    torch.testing.assert_close(dec.score, after["logits"])
+    torch.testing.assert_close(2.0 * dec.raw.float().mean(dim=1), after["logits"])
+    G = nn.Sequential(nn.Linear(5, 6))
+    r = ogan_plugin.SingleLossStep(G, wrapped, loss="hinge").step(torch.randn(4, 6))
+    assert torch.isfinite(r.loss)

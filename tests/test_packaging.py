@@ -52,6 +52,9 @@ def test_regular_install_ships_the_same_modules(tmp_path):
     )
     assert (target / "ogan_plugin" / "kernels" / "pearson.py").is_file()
     assert (target / "ogan_plugin" / "adapters" / "linear.py").is_file()
+    for sub in ("demo", "bench"):
+        assert (target / "ogan_plugin" / sub / "command.py").is_file(), sub
+    assert (target / "ogan_plugin" / "py.typed").is_file()  # package data
     assert not (target / "kernels").exists() and not (target / "adapters").exists()
     code = (
         "import ogan_plugin, ogan_plugin.kernels.pearson as k, ogan_plugin.adapters.linear as a; "
@@ -60,3 +63,39 @@ def test_regular_install_ships_the_same_modules(tmp_path):
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env=env).stdout
     assert all(line.startswith(str(target)) for line in out.split()), out
+
+
+def test_the_version_is_written_once_and_reaches_the_metadata():
+    import importlib.metadata as md
+
+    assert ogan_plugin.__version__ == md.version("ogan-plugin")
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in text and "\nversion =" not in text.split("[tool.setuptools.dynamic]")[0]
+    assert f"## [{ogan_plugin.__version__}]" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_the_moved_modules_still_import_with_a_deprecation_warning():
+    code = (
+        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+        "for name in ('datasets', 'models'):\n"
+        "    try:\n"
+        "        __import__('ogan_plugin.' + name)\n"
+        "    except DeprecationWarning as w:\n"
+        "        print(name, 'moved' in str(w))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.split() == ["datasets", "True", "models", "True"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ogan_plugin import datasets, models
+        from ogan_plugin.demo import data
+        from ogan_plugin.demo import models as demo_models
+    assert datasets.load_digits is data.load_digits and models.Generator is demo_models.Generator
+
+
+def test_importing_dunder_main_does_not_run_the_command():
+    code = "import ogan_plugin.__main__; print('imported')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0 and res.stdout.strip() == "imported"

@@ -233,6 +233,47 @@ def test_invert_a_conditional_pair_with_labels():
     torch.testing.assert_close(r.reconstruction, x, atol=1e-5, rtol=0)
     rr = ogan_plugin.invert(g, d, x, y=y, steps=20, init="random", restarts=2, batch_size=4)
     torch.testing.assert_close(rr.reconstruction, g(rr.z, y).detach())  # each image decoded with its own label
+    # step 0 is reconstruct(..., y=y); one-hot labels work as well as indices
+    start = ogan_plugin.invert(g, d, x, y=y, steps=0)
+    torch.testing.assert_close(start.reconstruction, ogan_plugin.reconstruct(g, d, x, y=y))
+    # steps_to_quality with conditional=True hands the data's labels to invert
+    from ogan_plugin.evaluate import steps_to_quality
+
+    r5 = steps_to_quality(g, d, (x, y), steps=5, restarts=2, conditional=True)
+    want = ogan_plugin.invert(g, d, x, y=y, steps=5, init="random", restarts=2).history.double().mean(1).tolist()
+    assert r5.curves["random"] == want
+
+
+def test_invert_takes_one_hot_labels():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+
+    class OneHotG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8, bias=False).double()
+            self.embed = nn.Linear(3, 8, bias=False).double()
+            with torch.no_grad():
+                self.lin.weight.copy_(q)
+
+        def forward(self, z, y):
+            return self.lin(z) + self.embed(y)
+
+    class OneHotD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+            self.head = nn.Linear(16, 1)
+            self.embed = nn.Linear(3, 16, bias=False)
+
+        def forward(self, x, y):
+            h = self.body(x)
+            return self.head(h) + (self.embed(y) * h).sum(1, keepdim=True)
+
+    g, d = OneHotG(), ogan_plugin.wrap(OneHotD().double(), z_dim=8)
+    z, y = torch.randn(4, 8, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[[0, 2, 1, 2]]
+    r = ogan_plugin.invert(g, d, g(z, y).detach(), y=y, steps=300, init="random", restarts=2)
+    torch.testing.assert_close(r.z, z, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -253,7 +294,8 @@ def test_invert_a_conditional_pair_with_labels():
         ({"prior": -0.1}, ValueError, "prior must be >= 0"),
         ({"patience": 0}, ValueError, "patience must be an int >= 1"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
-        ({"y": torch.zeros(4, dtype=torch.long)}, ValueError, r"y must hold one label per image \(5\)"),
+        ({"y": torch.zeros(4, dtype=torch.long)}, ValueError, "y must have one label per sample: the batch has 5"),
+        ({"y": torch.zeros(5, dtype=torch.long)}, ValueError, "y= was given but the discriminator's forward"),
         ({"optimizer": "lbfgs"}, ValueError, "optimizer must be one of"),
         ({"callback": 3}, TypeError, "callback must be callable"),
     ],

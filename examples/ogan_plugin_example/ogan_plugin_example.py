@@ -6,7 +6,10 @@
 It shows the three hooks:
 
 * ``ogan_adapt_discriminator``: widens ``EqualLinear`` heads (StyleGAN-style linear layers
-  with a runtime weight scale), which the built-in adapters do not know;
+  with a runtime weight scale) by knowing the class.  The built-in custom-linear adapter
+  would handle them too, by probing what they compute; a plugin that knows a module runs
+  first (the built-in runs last) and shows how to write one for modules no probe can
+  handle;
 * ``ogan_backends``: a ``float64`` backend of the ``pearson`` op (explicit use only);
 * ``ogan_losses``: the least-squares GAN loss under the name ``lsgan``.
 """

@@ -2,7 +2,11 @@
 
 - :mod:`ogan_plugin.bench.kernels`: forward+backward of the fused operations per backend;
 - :mod:`ogan_plugin.bench.step`: whole training iterations, alternating vs single loss;
-- :mod:`ogan_plugin.bench.timing`: the timing helpers both use;
+- :mod:`ogan_plugin.bench.compile`: ``--compile``, every kernel configuration built for a GPU
+  target without a GPU (registers, spills);
+- :mod:`ogan_plugin.bench.gpu_check`: ``--check``, the first-contact check on a GPU (``--dry``:
+  the interpreter);
+- :mod:`ogan_plugin.bench.timing`: the timing helpers the benchmarks use;
 - :mod:`ogan_plugin.bench.command`: the command line.
 
 Modules import the library and :mod:`~ogan_plugin.bench.timing`, never each other's

@@ -1,8 +1,10 @@
 """``ogan-plugin bench``: the command line of the benchmarks.
 
 Without options it runs the kernel sweep of :mod:`ogan_plugin.bench.kernels`; ``--step``
-runs the training-step benchmark of :mod:`ogan_plugin.bench.step`; ``--invert`` the
-inversion benchmark of :mod:`ogan_plugin.bench.invert`.
+runs the training-step benchmark of :mod:`ogan_plugin.bench.step`; ``--compile`` the
+ahead-of-time register report of :mod:`ogan_plugin.bench.compile` (no GPU needed);
+``--check`` the first-contact GPU check of :mod:`ogan_plugin.bench.gpu_check`;
+``--invert`` the inversion benchmark of :mod:`ogan_plugin.bench.invert`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", action="store_true",
                         help="run the training-step benchmark (ogan_plugin.bench.step) instead of the kernel sweep")
     parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile every kernel configuration for --target with Triton and its ptxas (no GPU): "
+                             "registers, spills, shared memory; exit 1 on a spill or failed build")
+    parser.add_argument("--target", default="sm_90a", help="--compile only: GPU target, e.g. sm_90a (H100), sm_80 (A100)")
+    parser.add_argument("--layout", default="contiguous", choices=("contiguous", "strided"),
+                        help="--compile only: input layout compiled (default contiguous)")
+    parser.add_argument("--check", action="store_true",
+                        help="first-contact GPU check: environment, kernels vs float64, determinism, streams, "
+                             "CUDA graphs, then the benchmark table; exit 1 on a failure")
+    parser.add_argument("--dry", action="store_true",
+                        help="--check only: tiny sizes on the CPU under Triton's interpreter (what CI runs)")
     from ogan_plugin.bench.invert import add_arguments
 
     add_arguments(parser)
@@ -41,6 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``ogan-plugin bench``."""
+    if args.compile or args.check or args.dry:
+        return _run_compile_or_check(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
         if args.threads < 1:
@@ -87,3 +102,24 @@ def run(args: argparse.Namespace) -> int:
         plot(rows, args.plot, f"ogan-plugin bench on {device} ({args.dtype}): median forward+backward (us, log)")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _run_compile_or_check(args: argparse.Namespace) -> int:
+    """``--compile`` and ``--check`` (each its own module)."""
+    if args.compile and args.check:
+        raise CommandError("--compile and --check are separate runs: give one of them")
+    if args.dry and not args.check:
+        raise CommandError("--dry goes with --check")
+    if args.compile:
+        from ogan_plugin.bench.compile import PtxasMissing, run_compile_command
+
+        try:
+            return run_compile_command(args.target, csv=args.csv, layout=args.layout)
+        except (ValueError, PtxasMissing) as exc:  # bad --target, or no ptxas in the wheel
+            raise CommandError(str(exc)) from exc
+    from ogan_plugin.bench.gpu_check import run_check
+
+    try:
+        return run_check(dry=args.dry, device=args.device, csv=args.csv)
+    except ValueError as exc:  # no GPU without --dry, bad --device: the message names it
+        raise CommandError(str(exc)) from exc

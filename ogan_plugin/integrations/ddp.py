@@ -5,16 +5,19 @@ registers the parameters it synchronises when it is built, so DDP must see the w
 head (``wrap`` refuses a DDP module for that reason).
 
 Then which DDP?  DDP only synchronises gradients of backward passes whose forward ran
-through the DDP module itself.  The O-GAN losses call :meth:`OGANDiscriminator.decompose`
-(``single_loss``, ``SingleLossStep``, ``OGANLoss`` pipelines), which runs the inner
-network directly, so ``DDP(wrapped)`` would leave the discriminator's gradients
-unsynchronised there.  :func:`distribute` puts DDP *inside* the wrapper instead::
+through the DDP module itself, and the O-GAN losses call
+:meth:`OGANDiscriminator.decompose`, which must run the forward *through* DDP.  The
+O-GAN functions (``single_loss``, ``SingleLossStep``, ``reconstruct``, ``evaluate``)
+take ``DDP(wrapped)`` as it is (what ``accelerator.prepare`` returns in a distributed run)
+and route every discriminator forward through it (:func:`ogan_plugin.head.as_wrapped`).
+For ``decompose``/``encode`` in your own code, :func:`distribute` gives that view::
 
     D = ogan_plugin.wrap(D, z_dim=nz)                    # 1. wrap
-    D_ddp = distribute(D, device_ids=[local_rank])       # 2. DDP around the inner network
+    D_ddp = distribute(D, device_ids=[local_rank])       # 2. DDP, seen as a wrapped discriminator
     G_ddp = DDP(G, device_ids=[local_rank])
     loss = ogan_plugin.single_loss(G_ddp, D_ddp, x, z)   # every D forward goes through DDP
     loss.backward()                                      # gradients all-reduced (averaged)
+    codes = D_ddp.encode(x)                              # also through DDP
 
 ``D_ddp`` is an :class:`~ogan_plugin.head.OGANDiscriminator` sharing its parameters with
 ``D``; checkpoint ``D.state_dict()`` (plain keys, loadable without DDP).  In hook mode
@@ -37,7 +40,7 @@ from typing import Any
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.head import OGANDiscriminator, as_wrapped
 
 __all__ = ["distribute"]
 
@@ -51,17 +54,21 @@ def distribute(wrapped_discriminator: OGANDiscriminator, **ddp_kwargs: Any) -> O
             ``broadcast_buffers``, ``find_unused_parameters``, ...).
 
     Returns:
-        An :class:`OGANDiscriminator` whose network is ``DistributedDataParallel(D.discriminator)``;
-        calling it, ``decompose`` and ``encode`` run through DDP's forward.  It shares the
-        parameters (and any hook-mode hooks) with ``wrapped_discriminator``.
+        An :class:`OGANDiscriminator` whose forwards run through
+        ``DistributedDataParallel(wrapped_discriminator)``: calling it, ``decompose`` and
+        ``encode``.  It shares the parameters (and any hook-mode hooks) with
+        ``wrapped_discriminator``; it is :func:`~ogan_plugin.head.as_wrapped` of that DDP
+        module (``view.discriminator`` is the DDP module).
+
+    Raises:
+        TypeError: ``wrapped_discriminator`` is not an :class:`OGANDiscriminator`.
+        ValueError: it is already a DDP view.
     """
     if not isinstance(wrapped_discriminator, OGANDiscriminator):
         raise TypeError(
             "wrapped_discriminator must be an OGANDiscriminator (D = ogan_plugin.wrap(D, z_dim) first), got "
             f"{type(wrapped_discriminator).__name__}"
         )
-    inner = wrapped_discriminator.discriminator
-    if isinstance(inner, (DistributedDataParallel, nn.DataParallel)):
+    if isinstance(wrapped_discriminator.discriminator, (DistributedDataParallel, nn.DataParallel)):
         raise ValueError("this wrapped discriminator is already distributed")
-    ddp = DistributedDataParallel(inner, **ddp_kwargs)
-    return OGANDiscriminator(ddp, "module." + wrapped_discriminator.head_path, wrapped_discriminator.z_dim)
+    return as_wrapped(DistributedDataParallel(wrapped_discriminator, **ddp_kwargs))

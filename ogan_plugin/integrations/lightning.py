@@ -11,6 +11,9 @@ Two ways in:
       model = OGANModule(G, D, z_dim=128, image_every_n_steps=500)
       lightning.Trainer(max_steps=10_000).fit(model, loader)
 
+  A class-conditional GAN (``G(z, y)``, ``D(x, y)``) trains from ``(images, labels)``
+  batches with ``OGANModule(G, D, z_dim, conditional=True)``.
+
 * :class:`OGANCallback`, for an existing GAN ``LightningModule`` with manual
   optimization (the usual way to write GANs in Lightning 2): it wraps the module's
   discriminator before the optimizers are built and turns on hook mode
@@ -45,6 +48,7 @@ from ogan_plugin.head import OGANDiscriminator, wrap
 from ogan_plugin.images import tile
 from ogan_plugin.integrations.hook import OGANHook, attach
 from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.labels import label_args
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights
 from ogan_plugin.training import ROUTINGS, single_loss
 
@@ -75,6 +79,23 @@ def _first_tensor(batch: Any) -> Tensor:
     )
 
 
+#: dict keys searched for the labels of a conditional batch
+LABEL_KEYS = ("label", "labels", "y", "class", "target")
+
+
+def _labels(batch: Any) -> Tensor:
+    if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], Tensor):
+        return batch[1]  # (images, labels)
+    if isinstance(batch, dict):
+        for key in LABEL_KEYS:
+            if isinstance(batch.get(key), Tensor):
+                return batch[key]
+    raise TypeError(
+        "OGANModule(conditional=True) expects (images, labels) batches or a dict with a "
+        f"{'/'.join(repr(k) for k in LABEL_KEYS)} entry; got {type(batch).__name__} (override get_labels to adapt)"
+    )
+
+
 class OGANModule(pl.LightningModule):
     """A ``LightningModule`` training an O-GAN with the single loss.
 
@@ -82,7 +103,9 @@ class OGANModule(pl.LightningModule):
         generator: maps z of shape ``(B, *z_shape)`` to a batch shaped like the real data.
         discriminator: the discriminator, plain (it is wrapped here) or already wrapped.
         z_dim: the noise size.
-        loss, corr_weight, routing: as in :func:`ogan_plugin.single_loss`.
+        loss: as in :func:`ogan_plugin.single_loss`.
+        corr_weight: as in :func:`ogan_plugin.single_loss`.
+        routing: as in :func:`ogan_plugin.single_loss`.
         lr: learning rate of the default optimizer.
         optimizer: ``callable(parameters) -> torch.optim.Optimizer`` for the one optimizer
             over both networks; default ``RMSprop(lr=lr, alpha=0.99)`` (the official recipe).
@@ -95,13 +118,20 @@ class OGANModule(pl.LightningModule):
             it off.  The latest grids are kept in :attr:`last_images` either way.
             Needs image batches (B, C, H, W) in [-1, 1].
         num_images: images per grid.
-        backend, eps: as in :func:`ogan_plugin.single_loss`.
+        backend: as in :func:`ogan_plugin.single_loss`.
+        eps: as in :func:`ogan_plugin.single_loss`.
         augment: differentiable augmentation of D's inputs, as in
             :func:`ogan_plugin.single_loss` (an ``nn.Module`` such as
             :class:`~ogan_plugin.RandomTranslate` becomes a submodule: its random stream is
             saved in Lightning's checkpoints).
         corr_weight_g: the correlation weight in the generator's loss, as in
             :func:`ogan_plugin.single_loss` (None: ``corr_weight``).
+        conditional: a class-conditional GAN: batches are ``(images, labels)`` (or dicts
+            with a ``"label"``/``"y"`` entry), the labels reach ``G(z, y)`` and ``D(x, y)``
+            in training (fakes get the real batch's labels) and in the image grids
+            (samples and reconstructions with the batch's labels).  Wrap a
+            discriminator with a tuple/dict output yourself first when its score needs
+            naming: ``ogan_plugin.wrap(D, z_dim, score=...)``.
     """
 
     def __init__(
@@ -121,6 +151,7 @@ class OGANModule(pl.LightningModule):
         eps: float = EPS,
         augment: Optional[Callable[[Tensor], Tensor]] = None,
         corr_weight_g: Optional[float] = None,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(generator, nn.Module):
@@ -149,6 +180,7 @@ class OGANModule(pl.LightningModule):
         self.backend = backend
         self.eps = eps
         self.augment = augment
+        self.conditional = bool(conditional)
         #: the latest logged grids: {"samples": (C, H, W), "reconstructions": (C, H, W)}
         self.last_images: dict[str, Tensor] = {}
         self._fixed_z = torch.randn((num_images, *self.z_shape), generator=torch.Generator().manual_seed(0))
@@ -163,6 +195,10 @@ class OGANModule(pl.LightningModule):
         """The real samples of a dataloader batch (override for other batch layouts)."""
         return _first_tensor(batch)
 
+    def get_labels(self, batch: Any) -> Optional[Tensor]:
+        """The labels of a batch when ``conditional`` (else None); override for other layouts."""
+        return _labels(batch) if self.conditional else None
+
     def sample_z(self, batch_size: int, like: Tensor) -> Tensor:
         """Standard normal noise ``(batch_size, *z_shape)`` on ``like``'s device."""
         p = next(self.generator.parameters(), None)
@@ -175,7 +211,7 @@ class OGANModule(pl.LightningModule):
         out = single_loss(
             self.generator, self.discriminator, x, z, self.loss_name, self.corr_weight, self.routing,
             backend=self.backend, eps=self.eps, augment=self.augment, corr_weight_g=self.corr_weight_g,
-            return_terms=True,
+            return_terms=True, y=self.get_labels(batch),
         )
         rho = out.rho.float().mean()
         self.log_dict(
@@ -194,22 +230,28 @@ class OGANModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self.image_every_n_steps
         if n and self.global_step % n == 0:
-            self.log_images(self.get_real_batch(batch))
+            self.log_images(self.get_real_batch(batch), self.get_labels(batch))
 
     # -- images ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def make_images(self, x_real: Tensor) -> dict[str, Tensor]:
-        """Sample and reconstruction grids (eval mode for the duration, then restored)."""
+    def make_images(self, x_real: Tensor, y: Optional[Tensor] = None) -> dict[str, Tensor]:
+        """Sample and reconstruction grids (eval mode for the duration, then restored).
+
+        With labels ``y`` (conditional): the samples use the batch's labels in turn, the
+        reconstructions their own images' labels.
+        """
         with eval_mode(self.generator, self.discriminator):
             k = min(self.num_images, x_real.shape[0])
             fixed = self._fixed_z.to(device=x_real.device)
             p = next(self.generator.parameters(), None)
             if p is not None and p.is_floating_point():
                 fixed = fixed.to(p.dtype)
-            samples = self.generator(fixed)
+            sample_labels = label_args(None if y is None else y[torch.arange(len(fixed)) % len(y)])
+            samples = self.generator(fixed, *sample_labels)
             real = x_real[:k]
-            code = self.discriminator.encode(real).view(k, *self.z_shape)
-            rec = self.generator((0.9 * code).to(fixed.dtype)).to(real.dtype)
+            labels = label_args(None if y is None else y[:k])
+            code = self.discriminator.encode(real, *labels).view(k, *self.z_shape)
+            rec = self.generator((0.9 * code).to(fixed.dtype), *labels).to(real.dtype)
             ncol = max(1, min(8, k))
             rows = []
             for start in range(0, k, ncol):  # a row of reals, then their reconstructions
@@ -217,8 +259,9 @@ class OGANModule(pl.LightningModule):
             pairs = torch.cat(rows)
         return {"samples": image_grid_tensor(samples), "reconstructions": image_grid_tensor(pairs, nrow=ncol)}
 
-    def log_images(self, x_real: Tensor) -> None:
-        """Make the grids and send them to every logger that accepts images."""
+    def log_images(self, x_real: Tensor, y: Optional[Tensor] = None) -> None:
+        """Make the grids (``y``: the batch's labels, conditional) and send them to every
+        logger that accepts images."""
         if x_real.dim() != 4:
             if not self._warned_images:
                 self._warned_images = True
@@ -228,7 +271,7 @@ class OGANModule(pl.LightningModule):
                     RuntimeWarning,
                 )
             return
-        self.last_images = self.make_images(x_real)
+        self.last_images = self.make_images(x_real, y)
         step = self.global_step
         for logger in self.loggers:
             for name, grid in self.last_images.items():
@@ -251,7 +294,8 @@ class OGANCallback(pl.Callback):
 
     Args:
         z_dim: the generator's noise size.
-        generator, discriminator: attribute names of the two networks on the module.
+        generator: attribute name of the generator on the module.
+        discriminator: attribute name of the discriminator on the module.
         corr_weight: lambda of the correlation term.
         corr_weight_g: lambda in the generator's step (None: ``corr_weight``); see
             :func:`ogan_plugin.attach`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
 from ogan_plugin import cli
 from ogan_plugin.bench import kernels as bench
@@ -28,7 +29,7 @@ def test_bench_prints_a_table_and_writes_csv_and_png(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and set(rows[0]) == set(bench.BenchRow.__dataclass_fields__)
     assert {r["backend"] for r in rows} == {"reference"} and {r["device"] for r in rows} == {"cpu"}
-    assert all(float(r["median_us"]) > 0 and float(r["gbps"]) > 0 for r in rows)
+    assert all(float(r["median_us"]) > 0 and float(r["effective_gbps"]) > 0 for r in rows)
     from PIL import Image
 
     with Image.open(out_png) as img:
@@ -65,7 +66,46 @@ def test_step_flag_runs_the_training_step_benchmark(monkeypatch, tmp_path):
 
 def test_parse_sizes_and_table_format():
     assert bench.parse_sizes("256x512, 4096X8,") == [(256, 512), (4096, 8)]
-    row = bench.BenchRow("cpu", "pearson", "reference", 2, 3, "float32", 12.345, 0.5, 1.25, 1.0)
+    row = bench.BenchRow("cpu", "pearson", "reference", 2, 3, "float32", 12.345, 0.5, 1.0)
     table = bench.format_table([row]).splitlines()
+    assert "effective GB/s" in table[0] and "% copy" not in table[0]
     assert table[0].split()[:2] == ["op", "backend"] and table[2].split() == [
-        "pearson", "reference", "2", "3", "float32", "12.3", "0.5", "1.25", "1.00x"]
+        "pearson", "reference", "2", "3", "float32", "12.3", "0.5", "1.00x"]
+
+
+def test_gpu_timing_is_k_calls_between_one_pair_of_events_after_an_l2_flush(monkeypatch):
+    """The GPU timing's structure, with CUDA mocked: per repetition one L2 flush, then one pair of
+    events around ``calls`` calls; the time per call is the events' time divided by ``calls``."""
+    from ogan_plugin.bench import timing
+
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.t = None
+
+        def record(self):
+            log.append("record")
+            self.t = len([x for x in log if x == "call"])  # "time" = calls made so far
+
+        def synchronize(self):
+            log.append("sync")
+
+        def elapsed_time(self, end):
+            return 1e3 * (end.t - self.t) * 0.002  # 2 ms per call, in milliseconds
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(timing, "flush_l2_cache", lambda device: log.append("flush"))
+    seconds = timing.median_seconds(lambda: log.append("call"), torch.device("cuda"), iters=3, warmup=2,
+                                    calls=4, flush_l2=True)
+    assert seconds == pytest.approx(0.002)
+    one = ["flush", "record", "call", "call", "call", "call", "record", "sync"]
+    assert log == ["call", "call"] + one * 3
+    log.clear()
+    timing.median_seconds(lambda: log.append("call"), torch.device("cuda"), iters=1, warmup=0)
+    assert log == ["record", "call", "record", "sync"]  # defaults: one call, no flush
+    calls = []
+    assert timing.median_seconds(lambda: calls.append(1), torch.device("cpu"), iters=2, warmup=1, calls=3) >= 0
+    assert len(calls) == 1 + 2 * 3

@@ -160,6 +160,65 @@ def test_hook_gradients_equal_the_explicit_correlation_term() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class ConditionalG(nn.Module):
+    def __init__(self, n_classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, NZ)
+        self.net = nn.Sequential(nn.Linear(NZ, 24), nn.Tanh(), nn.Linear(24, 12))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(z + self.embed(y))
+
+
+class ProjectionD(nn.Module):
+    """D(x, y) = head(h) + <embed(y), h>: the loop's losses use this whole output."""
+
+    def __init__(self, n_classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(12, 20), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(20, 1)
+        self.embed = nn.Embedding(n_classes, 20)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+def conditional_hinge_grads(G, D, z, x, y, explicit_weight: float):
+    """A conditional hinge loop (netD(fake, y)); the term added explicitly when asked."""
+    D.zero_grad(), G.zero_grad()
+    fake = G(z, y)
+    out = D.decompose(fake.detach(), y)
+    loss_d = torch.relu(1 - D(x, y)).mean() + torch.relu(1 + out.output).mean()
+    if explicit_weight:
+        loss_d = loss_d + ogan_plugin.correlation_loss(z, out.raw, explicit_weight)
+    loss_d.backward()
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    D.zero_grad()
+    out = D.decompose(fake, y)
+    loss_g = -out.output.mean()
+    if explicit_weight:
+        loss_g = loss_g + ogan_plugin.correlation_loss(z, out.raw, explicit_weight)
+    loss_g.backward()
+    return d_grads, [p.grad.clone() for p in G.parameters()]
+
+
+def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
+    torch.manual_seed(3)
+    G, D = ConditionalG().double(), ogan_plugin.wrap(ProjectionD().double(), z_dim=NZ)
+    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,))
+    want_d, want_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.5)
+    plain_d, _ = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
+    with ogan_plugin.attach(D, G) as hook:
+        got_d, got_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
+        assert hook.calls == 2  # netD(fake.detach(), y) and netD(fake, y); not netD(x, y)
+        torch.testing.assert_close(hook.last_rho, ogan_plugin.pearson_correlation(z, D.decompose(G(z, y), y).raw).mean())
+    for a, b in zip(got_d + got_g, want_d + want_g):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(got_d, plain_d))
+
+
 def test_corr_weight_g_weights_the_generator_step_only() -> None:
     G, D = mlp_pair()
     D = ogan_plugin.wrap(D, z_dim=NZ)

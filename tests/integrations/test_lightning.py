@@ -124,6 +124,61 @@ def test_ogan_module_fast_dev_run(monkeypatch) -> None:
     assert [c["corr_weight_g"] for c in calls] == [0.25]  # G's correlation weight reaches the loss
 
 
+class ConditionalMLP(nn.Module):
+    """G(z, y) or a projection D(x, y) on 8x8 digits (10 classes); records the labels it saw."""
+
+    def __init__(self, generator: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.embed = nn.Embedding(10, NZ if generator else 32)
+        if generator:
+            self.net = nn.Sequential(nn.Linear(NZ, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+        else:
+            self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.LeakyReLU(0.2))
+            self.head = nn.Linear(32, 1)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.seen.append(y)
+        if self.generator:
+            return self.net(t + self.embed(y))
+        h = self.features(t)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+def labelled_digits_loader(batch_size: int = 16) -> torch.utils.data.DataLoader:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
+    y = torch.tensor(digits.target)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+
+def test_conditional_ogan_module_passes_the_batch_labels(monkeypatch) -> None:
+    import ogan_plugin.integrations.lightning as lightning_module
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["y"])
+        return single_loss(*args, **kwargs)
+
+    monkeypatch.setattr(lightning_module, "single_loss", spy)
+    torch.manual_seed(0)
+    G, D = ConditionalMLP(generator=True), ConditionalMLP(generator=False)
+    model = OGANModule(G, D, z_dim=NZ, loss="hinge", conditional=True, image_every_n_steps=1, num_images=4)
+    embed = D.embed.weight.detach().clone()
+    trainer(fast_dev_run=True, logger=False).fit(model, labelled_digits_loader())
+    first = next(iter(labelled_digits_loader()))[1]
+    assert len(calls) == 1 and torch.equal(calls[0], first)
+    assert any(torch.equal(s, first) for s in G.seen) and any(torch.equal(s, first) for s in D.seen)
+    assert not torch.equal(D.embed.weight, embed)  # the projection was trained
+    assert set(model.last_images) == {"samples", "reconstructions"}
+    with pytest.raises(TypeError, match="OGANModule\\(conditional=True\\) expects \\(images, labels\\) batches"):
+        model.get_labels(torch.zeros(2, 1, 8, 8))
+
+
 class ManualGAN(pl.LightningModule):
     """A user's GAN module in Lightning 2 style: manual optimization, BCE, two optimizers."""
 

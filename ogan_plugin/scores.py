@@ -1,0 +1,269 @@
+"""Which score the O-GAN losses train on: D's whole output, not only the widened head.
+
+METHOD.md section 7.  A class-conditional (projection) discriminator computes
+
+    D(x, y) = mean(head(h)) + <embed(y), h>
+
+and the adversarial losses must see all of it, or the class term silently drops out of
+training.  The correlation term and the code use the head's raw outputs only.  So
+:meth:`~ogan_plugin.head.OGANDiscriminator.decompose` reports
+
+* ``raw``/``code``: from the widened head (unchanged);
+* ``score``: picked from what D's forward returned, by the rule of ``wrap(..., score=)``:
+
+``"auto"`` (default)
+    D's output, averaged per sample (a patch map gives the mean of its patch scores).
+    For a tuple, list or dict output: the first element that comes from the head (its
+    autograd graph reaches the head's parameters, or, without gradients, its per-sample
+    mean equals the head's mean); the element found is remembered.  Exception: when D's
+    output equals ``sigmoid`` of what the head returned, per sample or per patch (a
+    discriminator ending in a Sigmoid, whose output is a probability), the score is the
+    head's mean (the mean patch logit), the logit the
+    losses expect.
+``"head"``
+    The head's mean alone (the O-GAN paper's score; D's output is ignored).
+``"output"``
+    D's output (a tensor) as it is, averaged per sample, without the Sigmoid check.
+an ``int`` or another ``str``
+    That element of a tuple/list output (index) or of a dict/namedtuple output (key).
+
+The score must be per sample: a tensor whose first dimension is the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["SCORE_MODES", "ScoreChoice", "check_score_choice", "pick_score"]
+
+#: the named rules ``wrap(..., score=)`` accepts besides an element's index or key
+SCORE_MODES = ("auto", "head", "output")
+
+#: what ``wrap(..., score=)`` accepts
+ScoreChoice = Union[str, int]
+
+
+def check_score_choice(score: Any) -> ScoreChoice:
+    """``score`` if :func:`ogan_plugin.wrap` accepts it, else ``TypeError`` naming ``score``."""
+    if isinstance(score, bool) or not isinstance(score, (str, int)) or score == "":
+        raise TypeError(
+            f"score must be 'auto', 'head', 'output', an element index (int) or a key (str) of D's "
+            f"output, got {score!r}"
+        )
+    return score
+
+
+def _accumulate(t: Tensor) -> Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def _structure(output: Any) -> Hashable:
+    """What identifies the layout of a container output (the cache key of "auto")."""
+    if isinstance(output, Mapping):
+        return (type(output).__name__, tuple(output))
+    return (type(output).__name__, len(output))
+
+
+def _elements(output: Any) -> list[tuple[Any, Any]]:
+    """(key, value) pairs of a tuple/list/dict output (one level)."""
+    if isinstance(output, Mapping):
+        return list(output.items())
+    return list(enumerate(output))
+
+
+def _element(output: Any, key: ScoreChoice) -> Tensor:
+    """``output[key]`` with an error naming ``score`` when it is missing."""
+    if isinstance(output, Tensor):
+        raise ValueError(
+            f"score={key!r} names an element of D's output, but D returns a single tensor; "
+            "use score='auto' or score='output'"
+        )
+    if isinstance(output, Mapping):
+        if key not in output:
+            raise ValueError(f"score={key!r} is not a key of the discriminator's output; its keys: {list(output)}")
+        return output[key]
+    if isinstance(output, (tuple, list)):
+        if isinstance(key, str):
+            if key in getattr(output, "_fields", ()):  # a namedtuple
+                return getattr(output, key)
+            raise ValueError(
+                f"score={key!r} names a key, but the discriminator returns a {type(output).__name__} of "
+                f"{len(output)} elements: name one by its index (score=0 ... score={len(output) - 1})"
+            )
+        if not -len(output) <= key < len(output):
+            raise ValueError(
+                f"score={key} is out of range: the discriminator returns a {type(output).__name__} of "
+                f"{len(output)} elements"
+            )
+        return output[key]
+    raise TypeError(
+        f"the discriminator returned a {type(output).__name__}; the O-GAN losses read the score from a "
+        "tensor, or from an element of a tuple, list or dict (wrap(..., score=...))"
+    )
+
+
+def _uses(t: Tensor, params: frozenset) -> Optional[bool]:
+    """Whether ``t``'s autograd graph reaches one of the parameters whose ids are
+    ``params`` (None when there is no graph to follow: no grad mode, frozen head)."""
+    if t.grad_fn is None or not params:
+        return None
+    seen: set[int] = set()
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor's node
+        if variable is not None and id(variable) in params:
+            return True
+        stack.extend(n for n, _ in node.next_functions)
+    return False
+
+
+def _per_sample(o: Any, batch: int, where: str) -> Tensor:
+    """The per-sample mean (B,) of a score tensor whose first dimension is the batch."""
+    if not isinstance(o, Tensor) or not o.is_floating_point():
+        what = f"dtype {o.dtype}" if isinstance(o, Tensor) else type(o).__name__
+        raise TypeError(f"the score ({where}) must be a floating-point tensor, got {what}")
+    if o.dim() == 0 and batch == 1:
+        o = o.reshape(1)
+    if o.dim() == 0 or o.shape[0] != batch:
+        raise ValueError(
+            f"the score ({where}) has shape {tuple(o.shape)} for a batch of {batch}: the O-GAN losses need "
+            f"one score per sample, shape ({batch},) or ({batch}, ...) (a patch map is averaged). Name "
+            "another element with wrap(..., score=...), or use score='head' for the head's mean"
+        )
+    return _accumulate(o.reshape(batch, -1)).mean(dim=1)
+
+
+def _exact(score: Tensor, o: Tensor, head_score: Tensor) -> Tensor:
+    """``score`` with the head's mean at full precision: in half precision D computes its
+    output from the head's mean rounded to ``o``'s dtype; swap in the float32 value (a
+    value correction, zero in float32/float64; the gradient still flows through ``o``)."""
+    if o.dtype in (torch.float32, torch.float64):
+        return score
+    rounding = head_score - head_score.to(o.dtype).to(head_score.dtype)
+    return score + rounding.detach().to(score.dtype)
+
+
+def _head_params(head: Any) -> frozenset:
+    """Ids of the head's trainable parameters (what an element "comes from the head" uses)."""
+    if head is None:
+        return frozenset()
+    return frozenset(id(p) for p in head.parameters() if p.requires_grad)
+
+
+def _from_head(o: Any, raw: Tensor, head_score: Tensor, params: frozenset) -> bool:
+    """Whether the element ``o`` comes from the head: its graph reaches the head's
+    parameters or, with no graph to follow, its per-sample mean equals the head's mean (an
+    eager value check)."""
+    if not isinstance(o, Tensor) or not o.is_floating_point() or o.dim() == 0 or o.shape[0] != raw.shape[0]:
+        return False
+    used = _uses(o, params)
+    if used is not None:
+        return used
+    mean = _accumulate(o.reshape(o.shape[0], -1)).mean(dim=1)
+    tol = 16 * torch.finfo(o.dtype).eps
+    return bool(torch.allclose(mean, head_score.to(mean.dtype), rtol=tol, atol=tol))
+
+
+@torch.compiler.disable
+def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict, head: Any, head_path: str) -> Any:
+    """The key of the first element of a container output that comes from the head (cached)."""
+    structure = _structure(output)
+    if structure in cache:
+        return cache[structure]
+    items = _elements(output)
+    params = _head_params(head)
+    for key, value in items:
+        if _from_head(value, raw, head_score, params):
+            cache[structure] = key
+            return key
+    shown = {k: (tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__) for k, v in items}
+    raise ValueError(
+        f"no tensor in the discriminator's output comes from its head {head_path!r} "
+        f"(elements: {shown}); name the score with wrap(..., score=KEY)"
+        + ("" if torch.is_grad_enabled() else " (without gradients only outputs equal to the head's mean are recognised)")
+    )
+
+
+@torch.compiler.disable
+def _check_named_element(o: Any, key: ScoreChoice, head: Any, checked: dict, structure: Hashable) -> None:
+    """Raise when a named element provably does not use the head (checked once)."""
+    if structure in checked or not isinstance(o, Tensor):
+        return
+    used = _uses(o, _head_params(head))
+    if used is None:
+        return
+    if not used:
+        raise ValueError(
+            f"score={key!r} names an element of D's output that does not come from the widened head: the "
+            "adversarial losses would not train the encoder. Name the element computed from the head"
+        )
+    checked[structure] = True
+
+
+def pick_score(
+    output: Any,
+    raw: Tensor,
+    head_score: Tensor,
+    choice: ScoreChoice,
+    cache: Optional[dict] = None,
+    head: Optional[Any] = None,
+    head_path: str = "head",
+    head_out: Optional[Tensor] = None,
+) -> Tensor:
+    """The per-sample score (B,) the O-GAN losses use (module docstring).
+
+    Args:
+        output: what D's forward returned.
+        raw: the head's raw outputs (B, z_dim) of that forward.
+        head_score: ``raw``'s row mean, float32 (float64 for float64 networks).
+        choice: the rule (``wrap(..., score=)``).
+        cache: per-discriminator memory of the element "auto" found in a container output.
+        head: the head module: an element "comes from the head" when its autograd graph
+            reaches the head's parameters (None: only the value check is made).
+        head_path: the head's name, for messages.
+        head_out: what the head returned in that forward (its score, or a patch
+            discriminator's map of patch scores), for the Sigmoid check of "auto" (None:
+            the check compares per-sample outputs with the head's mean only).
+
+    Returns:
+        (B,) float32 (float64 for float64 outputs), differentiable through what it was
+        computed from.
+    """
+    batch = raw.shape[0]
+    cache = {} if cache is None else cache
+    if choice == "head":
+        return head_score
+    if choice == "output":
+        if not isinstance(output, Tensor):
+            raise ValueError(
+                f"score='output' needs a discriminator that returns a tensor, it returned a "
+                f"{type(output).__name__}; name the element with score=KEY"
+            )
+        return _exact(_per_sample(output, batch, "D's output"), output, head_score)
+    if choice == "auto":
+        if isinstance(output, Tensor):
+            o, where = output, "D's output"
+        else:
+            key = _find_head_element(output, raw, head_score, cache, head, head_path)
+            o, where = _element(output, key), f"element {key!r} of D's output"
+        value = _per_sample(o, batch, where)
+        score = _exact(value, o, head_score)
+        # A Sigmoid after the head: D's output is a probability (per sample, or per patch of
+        # a patch map), while the losses want the logit, the head's mean.
+        logits = head_score if head_out is None else head_out
+        if o.numel() != logits.numel():
+            return score
+        prob = torch.sigmoid(logits.detach().reshape(-1).to(o.dtype))
+        tol = 4 * torch.finfo(o.dtype).eps
+        is_probability = ((o.detach().reshape(-1) - prob).abs() <= tol).all()
+        return torch.where(is_probability, head_score.to(score.dtype), score)
+    o = _element(output, choice)
+    _check_named_element(o, choice, head, cache.setdefault("checked", {}), (_structure(output), choice))
+    return _exact(_per_sample(o, batch, f"element {choice!r} of D's output"), o, head_score)
