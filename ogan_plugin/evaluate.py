@@ -743,14 +743,20 @@ def steps_to_quality(
     step, so the times are honest but the runs a little slower than :func:`invert` alone).
 
     Args:
-        generator, wrapped_discriminator: the pair (as in :func:`ogan_plugin.invert`).
+        generator: the generator (as in :func:`ogan_plugin.invert`).
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)`` (or DDP around it).
         images: held-out images (a tensor, or batches as in :func:`collect`).
         conditional: the data's labels go to both networks (``G(z, y)``,
             ``D.encode(x, y)``), as :func:`ogan_plugin.invert`'s ``y``.
         steps: the budget of every start.
         baselines: the non-encoder starts to compare with (``"random"``, ``"mean"``).
         restarts: random codes per image for ``"random"``.
-        lr, loss, optimizer, scale, batch_size, seed: as in :func:`ogan_plugin.invert`.
+        lr: the learning rate, as in :func:`ogan_plugin.invert`.
+        loss: the loss, as in :func:`ogan_plugin.invert`.
+        optimizer: the optimizer, as in :func:`ogan_plugin.invert`.
+        scale: the encoder start's factor, as in :func:`ogan_plugin.invert`.
+        batch_size: images optimised together, as in :func:`ogan_plugin.invert`.
+        seed: seed of the random starts, as in :func:`ogan_plugin.invert`.
         callback: called as ``callback(start, step, z)`` after each step of each run with
             the best codes so far (e.g. to classify snapshots); its time is not counted.
 

@@ -120,8 +120,8 @@ def plot_curves(
         width: width of the whole picture in pixels.
         height: height of the whole picture in pixels.
         smooth: moving-average window applied to each series (1 = raw).
-        log_x, log_y: logarithmic axes (base 10); points at or below 0 on a log axis are
-            skipped.
+        log_x: a logarithmic x axis (base 10); points at x <= 0 are skipped.
+        log_y: a logarithmic y axis (base 10); values <= 0 are skipped.
     """
     if not panels:
         raise ValueError("panels is empty: nothing to plot")
