@@ -26,7 +26,7 @@ from ogan_plugin.losses import (
     wgan_d_loss,
     wgan_g_loss,
 )
-from ogan_plugin.reconstruction import interpolate, reconstruct
+from ogan_plugin.reconstruction import Inversion, interpolate, invert, reconstruct
 from ogan_plugin.ema import EMA
 from ogan_plugin.training import SingleLossOutput, SingleLossStep, StepResult, single_loss
 from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
@@ -61,6 +61,8 @@ __all__ = [
     "hinge_g_loss",
     "hookimpl",
     "interpolate",
+    "invert",
+    "Inversion",
     "pearson_correlation",
     "pixel_distance",
     "qp_d_loss",

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("ogan_plugin.cli", "list loaded plugins, backends per operation and adapters"),
     "bench": ("ogan_plugin.bench.command", "time forward+backward of the fused operations per backend (table, --csv, --plot; --step: training step; --compile: GPU build report; --check: GPU check)"),
     "demo": ("ogan_plugin.demo.command", "train an O-GAN on handwritten digits (or --data), draw samples/reconstructions, report encoder metrics"),
+    "invert": ("ogan_plugin.demo.invert", "find the codes of real images with a demo checkpoint: encoder start, refined by optimisation"),
 }
 
 

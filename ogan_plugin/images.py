@@ -109,6 +109,8 @@ def plot_curves(
     width: int = 800,
     height: int = 300,
     smooth: int = 1,
+    log_x: bool = False,
+    log_y: bool = False,
 ) -> "PIL.Image.Image":  # noqa: F821
     """Line charts side by side, one panel per entry of ``panels``.
 
@@ -118,6 +120,8 @@ def plot_curves(
         width: width of the whole picture in pixels.
         height: height of the whole picture in pixels.
         smooth: moving-average window applied to each series (1 = raw).
+        log_x: a logarithmic x axis (base 10); points at x <= 0 are skipped.
+        log_y: a logarithmic y axis (base 10); values <= 0 are skipped.
     """
     if not panels:
         raise ValueError("panels is empty: nothing to plot")
@@ -142,6 +146,15 @@ def plot_curves(
             arrays[name] = v
         n = max((v.size for v in arrays.values()), default=0)
         xs = np.asarray(steps if steps is not None else np.arange(1, n + 1), dtype=np.float64)[:n]
+        if log_x:
+            keep = xs > 0
+            xs = np.log10(xs[keep])
+            arrays = {k: v[keep[: v.size]] for k, v in arrays.items()}
+            n = xs.size
+        if log_y:
+            arrays = {k: np.log10(np.where(v > 0, v, np.nan)) for k, v in arrays.items()}
+        label_x = (lambda v: _nice(10 ** v)) if log_x else _nice
+        label_y = (lambda v: _nice(float(f"{10 ** v:.3g}"))) if log_y else _nice
         finite = [v[np.isfinite(v)] for v in arrays.values()]
         finite = [f for f in finite if f.size]
         draw.rectangle([left, top, right, bottom], outline=(120, 120, 120))
@@ -157,9 +170,15 @@ def plot_curves(
             yv = lo + frac * (hi - lo)
             yp = bottom - frac * (bottom - top)
             draw.line([left, yp, right, yp], fill=(225, 225, 225))
-            draw.text((p * pw + 2, yp - 6), _nice(yv), fill="black", font=font)
-        draw.text((left, bottom + 4), _nice(x_lo), fill="black", font=font)
-        draw.text((right - 40, bottom + 4), _nice(x_hi), fill="black", font=font)
+            draw.text((p * pw + 2, yp - 6), label_y(yv), fill="black", font=font)
+        draw.text((left, bottom + 4), label_x(x_lo), fill="black", font=font)
+        draw.text((right - 40, bottom + 4), label_x(x_hi), fill="black", font=font)
+        if log_x:  # a tick at every power of ten inside the axis
+            for decade in range(math.ceil(x_lo), math.floor(x_hi) + 1):
+                xp = left + (decade - x_lo) / (x_hi - x_lo) * (right - left)
+                draw.line([xp, bottom, xp, bottom - 4], fill=(120, 120, 120))
+                if 0.08 < (decade - x_lo) / (x_hi - x_lo) < 0.92:
+                    draw.text((xp - 8, bottom + 4), label_x(decade), fill="black", font=font)
         for k, (name, v) in enumerate(arrays.items()):
             color = _COLORS[k % len(_COLORS)]
             m = min(v.size, xs.size)

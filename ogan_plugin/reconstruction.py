@@ -1,16 +1,25 @@
-"""Using the encoder: reconstructions and interpolations through the generator."""
+"""Using the encoder: reconstructions, interpolations and inversions through the generator.
+
+- :func:`reconstruct`: ``G(scale * encode(x))``, one forward each way;
+- :func:`interpolate`: decode the line between two images' codes;
+- :func:`invert`: optimise ``z`` so that ``G(z)`` matches ``x``, started from the
+  encoder's code (or a random/mean/given start, for comparison): an :class:`Inversion`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 import torch
+import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.head import OGANDiscriminator, as_wrapped
 from ogan_plugin.labels import check_labels, check_takes_labels, label_args
 
-__all__ = ["reconstruct", "interpolate"]
+__all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS", "DEFAULT_LR"]
 
 
 def check_wrapped(discriminator: object) -> OGANDiscriminator:
@@ -134,3 +143,310 @@ def _param_dtype(module: object, default: torch.dtype) -> torch.dtype:
         if p is not None and p.is_floating_point():
             return p.dtype
     return default
+
+
+# --- inversion: optimise z so that G(z) matches x ---------------------------------------------
+#: the built-in per-image losses of :func:`invert` (reconstruction, target) -> (B,)
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mse": lambda rec, x: (rec - x).pow(2).flatten(1).mean(1),
+    "l1": lambda rec, x: (rec - x).abs().flatten(1).mean(1),
+}
+
+#: :func:`invert`'s default learning rate (Adam on z; docs/inversion.md compares 0.05, 0.1, 0.2)
+DEFAULT_LR = 0.1
+
+#: the start points :func:`invert` knows by name (a tensor of codes is the fourth kind)
+INITS = ("encoder", "random", "mean")
+
+#: optimizers :func:`invert` knows by name (a callable ``(params, lr) -> Optimizer`` also works)
+OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+
+
+@dataclass
+class Inversion:
+    """What :func:`invert` found, one row per image, every tensor on the generator's device.
+
+    Attributes:
+        z: (N, z_dim) the best code found per image (lowest objective seen), in G's dtype.
+        reconstruction: (N, *image_shape) ``G(z)``, detached.
+        loss: (N,) reconstruction loss of ``G(z)`` against the image (without the prior
+            term), float32 (float64 for a float64 generator).
+        history: (T + 1, N), the same dtype: row ``t`` holds each image's loss (of its best
+            code so far) after ``t`` steps; row 0 is the start.  ``T`` is the number of
+            steps run (fewer than asked when every image stopped early on ``tol``).  With
+            ``prior=0`` every column is non-increasing and ``history[-1] == loss``.
+        steps: (N,) int64 steps each image ran before it stopped (``tol``) or the run ended.
+        start: (N, z_dim) the code each image started from (for ``init="random"`` with
+            restarts: the start of the restart that was kept).
+    """
+
+    z: Tensor
+    reconstruction: Tensor
+    loss: Tensor
+    history: Tensor
+    steps: Tensor
+    start: Tensor
+
+
+def _check_number(name: str, value: Any, *, positive: bool = False, minimum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _named_or_callable(name: str, value: Any, known: dict[str, Callable]) -> Callable:
+    """``known[value]`` for a name, ``value`` itself for a callable; errors name ``name``."""
+    if isinstance(value, str):
+        if value not in known:
+            raise ValueError(f"{name} must be one of {sorted(known)} or a callable, got {value!r}")
+        return known[value]
+    if not callable(value):
+        raise TypeError(f"{name} must be a name or a callable, got {type(value).__name__}")
+    return value
+
+
+def _module_state(module: object) -> list[tuple[Tensor, bool]]:
+    return [(p, p.requires_grad) for p in module.parameters()] if isinstance(module, nn.Module) else []
+
+
+def invert(
+    generator: Callable[..., Tensor],
+    wrapped_discriminator: OGANDiscriminator,
+    x: Tensor,
+    steps: int = 100,
+    lr: float = DEFAULT_LR,
+    loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "mse",
+    y: Optional[Tensor] = None,
+    init: Union[str, Tensor] = "encoder",
+    *,
+    scale: float = 0.9,
+    restarts: int = 1,
+    tol: Optional[float] = None,
+    patience: int = 10,
+    prior: float = 0.0,
+    optimizer: Union[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = "adam",
+    batch_size: Optional[int] = None,
+    seed: int = 0,
+    callback: Optional[Callable[[int, Tensor], None]] = None,
+) -> Inversion:
+    """Find codes ``z`` with ``G(z) ~ x``: optimisation-based inversion started from the encoder.
+
+    Minimises ``loss(G(z), x) + prior * mean(z ** 2)`` over ``z`` alone, one code per
+    image, all images of a batch at once (each image's code gets its own gradient, so the
+    result does not depend on the batching).  The default start is the encoder's code,
+    scaled as :func:`reconstruct` does (METHOD.md section 7): it starts close to the
+    answer, so far fewer steps reach a given loss than from a random or the mean code.
+
+    G and D run in eval mode (BatchNorm uses its running statistics, spectral norm does no
+    power iteration), and G's parameters are excluded from autograd while it runs; both
+    modules get their train/eval modes and ``requires_grad`` flags back afterwards, and
+    no weight or buffer of G or D changes.
+
+    Args:
+        generator: ``G``, called as ``G(z)`` (or ``G(z, y)``); an ``nn.Module`` or any
+            differentiable callable.
+        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``: gives ``z_dim`` and the
+            encoder's start.
+        x: (N, ...) images shaped like G's output, finite; moved to G's device and dtype.
+        steps: optimizer steps (0: no optimisation, the start point itself).
+        lr: the optimizer's learning rate on ``z``.
+        loss: ``"mse"`` or ``"l1"`` (per-pixel mean per image), or a differentiable
+            callable ``(reconstruction, target) -> (N,)`` loss per image.
+        y: labels of a conditional pair (integer ``(N,)`` or one-hot ``(N, K)``): ``G(z, y)``
+            and ``D.encode(x, y)``.
+        init: the start: ``"encoder"`` (``scale * D.encode(x)``), ``"random"``
+            (``z ~ N(0, I)``, ``restarts`` of them per image), ``"mean"`` (``z = 0``, the
+            prior's mean), or a (N, z_dim) tensor of codes.
+        scale: factor on the standardized code for ``init="encoder"``.
+        restarts: independent random starts per image for ``init="random"`` (run side by
+            side; the one with the lowest final objective is kept per image).
+        tol: per-image stop: an image stops once its best objective has improved by less
+            than ``tol`` (relative) over the last ``patience`` steps; ``None`` runs every
+            step.  The run ends early when every image has stopped.
+        patience: the window of ``tol``, in steps.
+        prior: weight of ``mean(z ** 2)`` (a Gaussian prior on z) in the objective; 0 = off.
+        optimizer: ``"adam"`` (default) or a callable ``(params, lr) -> torch.optim.Optimizer``
+            (e.g. ``lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)``; mind that a
+            per-pixel mean loss has small gradients, so SGD needs a far larger ``lr``).
+        batch_size: images optimised together (default: all of them).
+        seed: seed of the random starts (a CPU generator: the same starts on every device).
+        callback: called as ``callback(step, z)`` after the start (step 0) and after every
+            step, ``z`` being the best codes so far of the current batch's images (batches
+            run one after another); for progress bars and snapshots.
+
+    Returns:
+        :class:`Inversion`: ``z``, ``reconstruction``, ``loss`` per image, ``history``,
+        ``steps`` per image and ``start``.
+
+    Raises:
+        TypeError: ``wrapped_discriminator`` is not wrapped, ``x``/``y``/``init`` are not
+            tensors of the right kind, ``loss``/``optimizer``/``generator`` are not callable.
+        ValueError: a bad number (``steps < 0``, ``lr <= 0``, ...), NaN or inf in ``x`` or
+            ``init``, shapes that do not match (the message names the argument).
+    """
+    d = check_wrapped(wrapped_discriminator)  # DDP around a wrapped D: a view through it
+    if not callable(generator):
+        raise TypeError(f"generator must be callable, got {type(generator).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(f"x must be a non-empty floating-point batch (N, ...), got {x.dtype} of shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf values")
+    n = x.shape[0]
+    steps = _check_int("steps", steps, 0)
+    lr = _check_number("lr", lr, positive=True)
+    scale = _check_number("scale", scale, positive=True)
+    prior = _check_number("prior", prior, minimum=0.0)
+    restarts = _check_int("restarts", restarts, 1)
+    patience = _check_int("patience", patience, 1)
+    seed = _check_int("seed", seed, 0)
+    if tol is not None:
+        tol = _check_number("tol", tol, minimum=0.0)
+    if batch_size is not None:
+        batch_size = _check_int("batch_size", batch_size, 1)
+    loss_fn = _named_or_callable("loss", loss, LOSSES)
+    make_opt = _named_or_callable("optimizer", optimizer, OPTIMIZERS)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    check_conditional(generator, d, y, n)
+    if isinstance(init, Tensor):
+        if init.shape != (n, d.z_dim):
+            raise ValueError(f"init must have shape ({n}, {d.z_dim}) (one code per image), got {tuple(init.shape)}")
+        if not bool(torch.isfinite(init).all()):
+            raise ValueError("init contains NaN or inf values")
+    elif init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or a (N, z_dim) tensor, got {init!r}")
+    if restarts > 1 and init != "random":
+        raise ValueError(f"restarts={restarts} needs init='random' (the other starts are deterministic)")
+
+    from ogan_plugin.evaluate import _device_dtype, eval_mode
+
+    device, dtype = _device_dtype(generator, d)
+    x = x.to(device=device, dtype=dtype)
+    y = None if y is None else y.to(device)
+    if init == "random":  # drawn at once, so that the starts do not depend on batch_size
+        drawn = torch.randn(restarts, n, d.z_dim, generator=torch.Generator().manual_seed(seed))
+    flags = _module_state(generator)
+    parts = []
+    try:
+        with eval_mode(generator, d):
+            for p, _ in flags:
+                p.requires_grad_(False)
+            size = batch_size or n
+            for i in range(0, n, size):
+                xb, yb = x[i : i + size], None if y is None else y[i : i + size]
+                if isinstance(init, Tensor):
+                    z0 = init[i : i + size].to(device=device, dtype=dtype)
+                elif init == "encoder":
+                    with torch.no_grad():
+                        z0 = scale * d.encode(xb, *label_args(yb)).to(dtype)
+                elif init == "mean":
+                    z0 = torch.zeros(xb.shape[0], d.z_dim, device=device, dtype=dtype)
+                else:
+                    z0 = drawn[:, i : i + size].flatten(0, 1).to(device=device, dtype=dtype)
+                parts.append(
+                    _invert_batch(generator, xb, yb, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback)
+                )
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    z, rec, losses, histories, used, starts = zip(*parts)
+    length = max(h.shape[0] for h in histories)  # batches that all stopped early (tol) hold their last row
+    history = torch.cat([torch.cat([h, h[-1:].expand(length - h.shape[0], -1)]) for h in histories], dim=1)
+    return Inversion(torch.cat(z), torch.cat(rec), torch.cat(losses), history, torch.cat(used), torch.cat(starts))
+
+
+def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback) -> tuple:
+    """One batch of :func:`invert` (inputs checked); rows of ``z0`` are ``restarts`` blocks
+    of the batch's images.  Returns the fields of :class:`Inversion` in order."""
+    b = x.shape[0]
+    if restarts > 1:
+        x = x.repeat(restarts, *([1] * (x.dim() - 1)))
+        y = None if y is None else y.repeat(restarts, *([1] * (y.dim() - 1)))
+    rows = z0.shape[0]
+    z = z0.clone().requires_grad_(True)
+    opt = make_opt([z], lr)
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    best_obj = torch.full((rows,), math.inf, device=z.device, dtype=acc)
+    best_loss = best_obj.clone()
+    best_z = z0.clone()
+    ref_obj = best_obj.clone()  # best objective at the last improvement by more than tol
+    ref_step = torch.zeros(rows, dtype=torch.long, device=z.device)
+    used = torch.full((rows,), steps, dtype=torch.long, device=z.device)
+    active = torch.ones(rows, dtype=torch.bool, device=z.device)
+    idx: Optional[Tensor] = None  # rows still running (None: all of them)
+    history = []
+    checked = False
+    for t in range(steps + 1):
+        zi = z if idx is None else z[idx]
+        xi, yi = (x, y) if idx is None else (x[idx], None if y is None else y[idx])
+        with torch.enable_grad() if t < steps else torch.no_grad():
+            rec = G(zi, *label_args(yi))
+            if not checked:
+                if rec.shape != xi.shape:
+                    raise ValueError(
+                        f"the generator's images {tuple(rec.shape[1:])} differ from x's {tuple(xi.shape[1:])}"
+                    )
+                per_image = loss_fn(rec, xi)
+                if not isinstance(per_image, Tensor) or per_image.shape != (xi.shape[0],):
+                    got = tuple(per_image.shape) if isinstance(per_image, Tensor) else type(per_image).__name__
+                    raise ValueError(f"loss must return one value per image, shape ({xi.shape[0]},), got {got}")
+                checked = True
+            else:
+                per_image = loss_fn(rec, xi)
+            objective = per_image + prior * zi.pow(2).mean(1) if prior else per_image
+        with torch.no_grad():
+            obj, lo = objective.detach().to(acc), per_image.detach().to(acc)
+            better = obj < (best_obj if idx is None else best_obj[idx])
+            if idx is None:
+                best_obj = torch.where(better, obj, best_obj)
+                best_loss = torch.where(better, lo, best_loss)
+                best_z = torch.where(better[:, None], zi.detach(), best_z)
+            else:
+                keep = idx[better]
+                best_obj[keep], best_loss[keep], best_z[keep] = obj[better], lo[better], zi.detach()[better]
+            history.append(best_loss.clone())
+            if callback is not None:
+                callback(t, _pick(best_z, best_obj, restarts, b)[0])
+            if t == steps:
+                break
+            if tol is not None:
+                moved = best_obj < ref_obj - tol * ref_obj.abs() if t else torch.ones_like(active)
+                ref_obj = torch.where(moved, best_obj, ref_obj)
+                ref_step = torch.where(moved, torch.full_like(ref_step, t), ref_step)
+                stop = active & (t - ref_step >= patience)
+                if bool(stop.any()):
+                    used[stop] = t
+                    active &= ~stop
+                    if not bool(active.any()):
+                        break
+                    idx = active.nonzero().flatten()
+        (z.grad,) = torch.autograd.grad(objective.sum(), z)  # rows stopped this step: their z is no longer read
+        opt.step()
+    z_best, pick = _pick(best_z, best_obj, restarts, b)
+    with torch.no_grad():
+        rows_kept = pick * b + torch.arange(b, device=pick.device)
+        rec = G(z_best, *label_args(None if y is None else y[rows_kept]))
+    hist = torch.stack(history).view(len(history), restarts, b).amin(1)
+    return z_best, rec.detach(), best_loss[rows_kept], hist, used[rows_kept], z0[rows_kept]
+
+
+def _pick(best_z: Tensor, best_obj: Tensor, restarts: int, b: int) -> tuple[Tensor, Tensor]:
+    """The best of ``restarts`` blocks per image: (codes (b, z_dim), restart index (b,))."""
+    if restarts == 1:
+        return best_z, torch.zeros(b, dtype=torch.long, device=best_z.device)
+    pick = best_obj.view(restarts, b).argmin(0)
+    return best_z.view(restarts, b, -1)[pick, torch.arange(b, device=best_z.device)], pick

@@ -190,3 +190,45 @@ def test_evaluate_reports_every_field():
     # without labels only the label-free metrics
     bare = ev.evaluate(G, D, x[:90], x[90:], n_samples=64)
     assert bare.class_agreement is None and math.isfinite(bare.mean_rho)
+
+
+# --- steps to quality ---------------------------------------------------------------------------
+def test_quality_match_reads_the_curves():
+    curves = {"encoder": [5.0, 3.0, 2.0, 1.0, 1.0], "mean": [9.0, 6.0, 4.0, 3.0, 2.0], "random": [8.0, 7.0, 5.0, 2.5, 1.5]}
+    times = {"encoder": [0.5, 1.0, 2.0, 3.0, 4.0], "mean": [0.1, 1.0, 2.0, 3.0, 4.0], "random": [0.2, 4.0, 8.0, 12.0, 16.0]}
+    r = ev.StepsToQuality(4, curves, times)
+    # after 4 steps the best baseline is random (1.5); the encoder start is <= 1.5 from step 3
+    assert r.match == ev.QualityMatch(4, 1.5, "random", 3, 4 / 3, 16.0, 3.0, 16.0 / 3.0)
+    # cut at 2 steps the best baseline is mean (4.0); the encoder start is below it after 1 step
+    assert r.at(2) == ev.QualityMatch(2, 4.0, "mean", 1, 2.0, 2.0, 1.0, 2.0)
+    never = ev.StepsToQuality(4, {**curves, "random": [8.0, 7.0, 5.0, 2.5, 0.5]}, times)
+    assert never.match.encoder_steps is None and never.match.ratio is None and never.match.time_ratio is None
+    head_start = ev.StepsToQuality(4, {**curves, "encoder": [1.0] * 5}, times).at(1)
+    assert head_start.encoder_steps == 0 and head_start.ratio == math.inf
+    with pytest.raises(ValueError, match="steps must be <= the budget 4"):
+        r.at(5)
+
+
+def test_steps_to_quality_runs_every_start_like_invert():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(Z, Z), nn.Tanh(), nn.Unflatten(1, (1, 4, 4)))
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(Z, 8), nn.LeakyReLU(), nn.Linear(8, 1)), Z)
+    x = torch.tanh(torch.randn(9, 1, 4, 4))
+    seen = []
+    r = ev.steps_to_quality(G, D, x, steps=6, restarts=2, lr=0.05, seed=3,
+                            callback=lambda start, step, z: seen.append((start, step, tuple(z.shape))))
+    assert set(r.curves) == set(r.times) == {"encoder", "random", "mean"}
+    for start in r.curves:
+        want = ogan_plugin.invert(G, D, x, steps=6, lr=0.05, init=start, restarts=2 if start == "random" else 1, seed=3)
+        assert r.curves[start] == want.history.double().mean(1).tolist()
+        assert len(r.times[start]) == 7 and r.times[start] == sorted(r.times[start]) and r.times[start][0] > 0
+    assert seen == [(s, t, (9, Z)) for s in ("encoder", "random", "mean") for t in range(7)]
+    assert r.match == r.at(6)
+    batched = ev.steps_to_quality(G, D, x, steps=6, restarts=2, lr=0.05, seed=3, batch_size=4)
+    for start in r.curves:
+        assert batched.curves[start] == pytest.approx(r.curves[start], rel=1e-6)
+        assert len(batched.times[start]) == 7 and batched.times[start] == sorted(batched.times[start])
+    with pytest.raises(ValueError, match="baselines must be distinct names"):
+        ev.steps_to_quality(G, D, x, steps=2, baselines=("random", "encoder"))
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        ev.steps_to_quality(G, D, x, steps=0)

@@ -3,7 +3,8 @@
 Without options it runs the kernel sweep of :mod:`ogan_plugin.bench.kernels`; ``--step``
 runs the training-step benchmark of :mod:`ogan_plugin.bench.step`; ``--compile`` the
 ahead-of-time register report of :mod:`ogan_plugin.bench.compile` (no GPU needed);
-``--check`` the first-contact GPU check of :mod:`ogan_plugin.bench.gpu_check`.
+``--check`` the first-contact GPU check of :mod:`ogan_plugin.bench.gpu_check`;
+``--invert`` the inversion benchmark of :mod:`ogan_plugin.bench.invert`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "CUDA graphs, then the benchmark table; exit 1 on a failure")
     parser.add_argument("--dry", action="store_true",
                         help="--check only: tiny sizes on the CPU under Triton's interpreter (what CI runs)")
+    from ogan_plugin.bench.invert import add_arguments
+
+    add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CommandError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.invert:
+        from ogan_plugin.bench.invert import run_command
+
+        try:
+            run_command(args, device, args.csv, args.plot)
+        except ValueError as exc:  # bad options, an unusable checkpoint: the message names it
+            raise CommandError(str(exc)) from exc
+        return 0
     if args.step:
         from ogan_plugin.bench.step import run_step_benchmark
 

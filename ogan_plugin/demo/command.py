@@ -49,7 +49,7 @@ from typing import Any, Optional
 import torch
 
 from ogan_plugin.cli import CommandError
-from ogan_plugin.demo.train import CHECKPOINT
+from ogan_plugin.demo.train import CHECKPOINT, CheckpointError, read_checkpoint
 
 __all__ = ["configure", "run", "DEFAULTS", "TRAINING_OPTIONS"]
 
@@ -195,10 +195,7 @@ def _device(name: str) -> torch.device:
 def _load_data(cfg: dict[str, Any]):
     from ogan_plugin.demo import data as datasets
 
-    if cfg["data"] is None:
-        data = datasets.load_digits(cfg["image_size"] or 16)
-    else:
-        data = datasets.load_path(cfg["data"], cfg["channels"], cfg["image_size"])
+    data = datasets.load_demo_data(cfg["data"], cfg["channels"], cfg["image_size"])
     h, w = data.x.shape[-2:]
     if h != w or h < 8 or h & (h - 1):
         raise ValueError(
@@ -276,9 +273,9 @@ def _prepare(args: argparse.Namespace):
         if not ckpt.is_file():
             raise CommandError(f"--resume: no checkpoint at {str(ckpt)!r} (run without --resume first)")
         try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-        except Exception as exc:  # a truncated or foreign file: torch/pickle raise many types
-            raise CommandError(f"--resume: cannot read the checkpoint {str(ckpt)!r}: {type(exc).__name__}: {exc}") from exc
+            saved = read_checkpoint(ckpt)["config"]
+        except CheckpointError as exc:
+            raise CommandError(f"--resume: {exc}") from exc
         for k in TRAINING_OPTIONS:
             if k in cfg["_given"] and cfg[k] != saved.get(k):
                 raise CommandError(

@@ -23,18 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageData", "Split", "load_digits", "load_image_folder", "load_array", "load_path", "split"]
+__all__ = ["ImageData", "Split", "load_digits", "load_image_file", "load_image_folder", "load_array", "load_path", "load_demo_data", "split"]
 
 
 @dataclass
 class ImageData:
     """Images ``x`` (N, C, H, W) float32 in [-1, 1], labels ``y`` (N,) int64 or None,
-    ``classes``: label names (index -> name) when known, ``source``: where they came from."""
+    ``classes``: label names (index -> name) when known, ``source``: where they came from,
+    ``names``: one name per image (its file) when read from image files, else None."""
 
     x: Tensor
     y: Optional[Tensor]
     classes: Optional[list[str]]
     source: str
+    names: Optional[list[str]] = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -170,44 +172,95 @@ def load_array(path: Union[str, os.PathLike], channels: Optional[int] = None, im
     return ImageData(x, y, class_names, name)
 
 
+#: Pillow modes kept as one channel when ``channels=None`` (everything else reads as RGB)
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _pillow():
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading image files needs Pillow: pip install 'ogan-plugin[demo]'") from exc
+    return Image, UnidentifiedImageError
+
+
+def _check_channels(channels: Optional[int]) -> None:
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"channels must be 1, 3 or None (the images' own), got {channels!r}")
+
+
+def _read_image(path: Path, channels: Optional[int], image_size: Optional[int]) -> np.ndarray:
+    """One image file as uint8 (H, W) (grayscale) or (H, W, 3) (RGB), resized (bilinear)
+    to ``image_size`` when given; ``channels=None`` keeps grayscale files grayscale."""
+    Image, _ = _pillow()
+    with Image.open(path) as im:
+        gray = im.mode in _GRAY_MODES if channels is None else channels == 1
+        im = im.convert("L" if gray else "RGB")
+        if image_size is not None and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _from_uint8(arrays: list[np.ndarray]) -> Tensor:
+    """Same-shaped uint8 (H, W) / (H, W, 3) arrays -> (N, C, H, W) float32 in [-1, 1]."""
+    a = np.stack(arrays)
+    a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
+    return torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
+
+
+def load_image_file(
+    path: Union[str, os.PathLike], channels: Optional[int] = 1, image_size: Optional[int] = None
+) -> ImageData:
+    """One image file read with Pillow, as :class:`ImageData` of one image (no label).
+
+    ``channels`` 1 or 3 converts to grayscale or RGB; ``None`` keeps the file's own kind
+    (grayscale modes stay one channel, anything else becomes RGB).  ``image_size`` resizes
+    (bilinear).  ``ValueError`` when Pillow cannot read the file.
+    """
+    _check_image_size(image_size)
+    _check_channels(channels)
+    _, UnidentifiedImageError = _pillow()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image file {str(p)!r} does not exist")
+    try:
+        a = _read_image(p, channels, image_size)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {str(p)!r} as an image: {exc}") from exc
+    return ImageData(_from_uint8([a]), None, None, str(p), [str(p)])
+
+
 def load_image_folder(
-    path: Union[str, os.PathLike], channels: int = 1, image_size: Optional[int] = None
+    path: Union[str, os.PathLike], channels: Optional[int] = 1, image_size: Optional[int] = None
 ) -> ImageData:
     """Every image file under ``path`` (recursively), read with Pillow.
 
     Files Pillow cannot read are skipped and counted (a warning says how many); no
     readable image at all raises ``ValueError``.  Images are converted to grayscale
-    (``channels=1``) or RGB (``channels=3``).  With ``image_size`` every image is resized
+    (``channels=1``) or RGB (``channels=3``); ``channels=None`` keeps their own kind (then
+    they must all be grayscale or all colour).  With ``image_size`` every image is resized
     to it (bilinear); without it, all images must already have the same size.  When the
     images sit in sub-folders (``path/cat/1.png``, ``path/dog/2.png``), the sub-folder
-    names become the labels.
+    names become the labels.  ``names`` lists the files read, relative to ``path``.
     """
     _check_image_size(image_size)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading image folders needs Pillow: pip install 'ogan-plugin[demo]'") from exc
+    _check_channels(channels)
+    Image, UnidentifiedImageError = _pillow()
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise ValueError(f"data folder {str(root)!r} is empty: no files found")
-    mode = "L" if channels == 1 else "RGB"
-    arrays, folders, skipped = [], [], []
+    arrays, folders, read, skipped = [], [], [], []
     for f in files:
         try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if image_size is not None and im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.uint8))
+            arrays.append(_read_image(f, channels, image_size))
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             skipped.append(f)
             continue
         folders.append(str(f.parent.relative_to(root)))
+        read.append(f)
     if skipped:
         import warnings
 
@@ -218,24 +271,31 @@ def load_image_folder(
         )
     if not arrays:
         raise ValueError(f"no readable images in {str(root)!r}: all {len(files)} files were skipped as unreadable")
+    kinds = {a.ndim for a in arrays}
+    if len(kinds) > 1:
+        gray, colour = (next(f.name for f, a in zip(read, arrays) if a.ndim == k) for k in (2, 3))
+        raise ValueError(
+            f"images in {str(root)!r} mix grayscale and colour (e.g. {gray!r} and {colour!r}); "
+            "convert them to one kind (channels 1 or 3)"
+        )
     sizes = sorted({a.shape[:2] for a in arrays})
     if len(sizes) > 1:
         raise ValueError(
             f"images in {str(root)!r} have different sizes {[f'{w}x{h}' for h, w in sizes[:5]]}"
             f"{' ...' if len(sizes) > 5 else ''}; pass image_size (--image-size) to resize them all"
         )
-    a = np.stack(arrays)
-    a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
-    x = torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
-    names = sorted(set(folders))
-    if len(names) > 1:
-        index = {n: i for i, n in enumerate(names)}
-        return ImageData(x, torch.tensor([index[n] for n in folders], dtype=torch.int64), names, str(root))
-    return ImageData(x, None, None, str(root))
+    x = _from_uint8(arrays)
+    names = [str(f.relative_to(root)) for f in read]
+    labels = sorted(set(folders))
+    if len(labels) > 1:
+        index = {n: i for i, n in enumerate(labels)}
+        return ImageData(x, torch.tensor([index[n] for n in folders], dtype=torch.int64), labels, str(root), names)
+    return ImageData(x, None, None, str(root), names)
 
 
-def load_path(path: Union[str, os.PathLike], channels: int = 1, image_size: Optional[int] = None) -> ImageData:
-    """A folder (:func:`load_image_folder`) or a ``.npy``/``.npz`` file (:func:`load_array`)."""
+def load_path(path: Union[str, os.PathLike], channels: Optional[int] = 1, image_size: Optional[int] = None) -> ImageData:
+    """A folder (:func:`load_image_folder`), a ``.npy``/``.npz`` file (:func:`load_array`) or
+    one image file (:func:`load_image_file`)."""
     p = Path(path)
     if p.is_dir():
         return load_image_folder(p, channels, image_size)
@@ -243,7 +303,21 @@ def load_path(path: Union[str, os.PathLike], channels: int = 1, image_size: Opti
         return load_array(p, channels, image_size)
     if not p.exists():
         raise FileNotFoundError(f"data path {str(p)!r} does not exist")
-    raise ValueError(f"data path {str(p)!r} must be a folder of images or a .npy/.npz file")
+    try:
+        return load_image_file(p, channels, image_size)
+    except ValueError:
+        raise ValueError(
+            f"data path {str(p)!r} must be a folder of images or a .npy/.npz file, or an image file Pillow reads"
+        ) from None
+
+
+def load_demo_data(data: Optional[str], channels: int = 1, image_size: Optional[int] = None) -> ImageData:
+    """The images of an ``ogan-plugin demo`` run from its ``--data``, ``--channels`` and
+    ``--image-size``: the digits (at ``image_size``, default 16) when ``data`` is None,
+    else :func:`load_path`."""
+    if data is None:
+        return load_digits(image_size or 16)
+    return load_path(data, channels, image_size)
 
 
 def split(data: ImageData, held_out: float = 0.2, seed: int = 0) -> Split:

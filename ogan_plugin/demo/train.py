@@ -19,6 +19,110 @@ from torch import Tensor
 #: the checkpoint's file name inside the output folder
 CHECKPOINT = "checkpoint.pt"
 
+#: the format of the checkpoints :func:`train_ogan` writes (``format_version`` entry).  Raise
+#: it when a change makes older code misread new checkpoints; :func:`read_checkpoint` refuses
+#: newer formats.  Checkpoints from before the field existed read as format 0.
+CHECKPOINT_VERSION = 1
+
+#: entries every demo checkpoint holds, whatever its version
+_CHECKPOINT_KEYS = ("generator", "discriminator", "config", "step")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, not written by
+    ``ogan-plugin demo``, or written by an incompatible version.  The message names the file."""
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The state saved by ``ogan-plugin demo`` at ``path``, checked; the one place that reads
+    demo checkpoints (``--resume``, ``ogan-plugin invert``, ``ogan-plugin bench --invert``).
+
+    Loads with ``weights_only=True`` (tensors, numbers, strings and containers only: a
+    checkpoint cannot run code).
+
+    Raises:
+        CheckpointError: ``path`` is missing or not a file, cannot be unpickled, lacks the
+            entries of a demo checkpoint, or has a ``format_version`` this code cannot read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        kind = "a folder, not a checkpoint file" if path.is_dir() else "missing"
+        raise CheckpointError(f"no checkpoint at {str(path)!r} ({kind})")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch/pickle raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"cannot read the checkpoint {str(path)!r}: {type(exc).__name__}: {first}") from exc
+    if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_KEYS):
+        got = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not an ogan-plugin demo checkpoint: expected the entries {list(_CHECKPOINT_KEYS)}, got {got}"
+        )
+    version = state.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format {version!r}, this ogan-plugin reads formats 0 to {CHECKPOINT_VERSION}: "
+            "it was written by an incompatible (newer) version; upgrade ogan-plugin or retrain"
+        )
+    return state
+
+
+@dataclass
+class DemoPair:
+    """A demo checkpoint's pair, ready to use (eval mode).
+
+    Attributes:
+        generator: the generator the demo evaluates (its EMA copy when the run kept one).
+        discriminator: the wrapped discriminator (:class:`ogan_plugin.OGANDiscriminator`).
+        config: the run's configuration (``metrics.json``'s ``config``).
+        image_shape: ``(channels, height, width)`` of the generator's images.
+        step: training steps the checkpoint holds.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+    config: dict[str, Any]
+    image_shape: tuple[int, int, int]
+    step: int
+
+
+def _image_shape(generator_state: dict[str, Tensor]) -> tuple[int, int, int]:
+    """(channels, size, size) of a :class:`~ogan_plugin.demo.models.Generator` from its
+    state: one transposed convolution (a 4-d weight) per doubling of the 4x4 start."""
+    convs = [v for k, v in generator_state.items() if k.startswith("body.") and k.endswith(".weight") and v.dim() == 4]
+    if not convs:
+        raise KeyError("the generator's state has no transposed convolutions (body.N.weight)")
+    size = 4 * 2 ** len(convs)
+    return int(convs[-1].shape[1]), size, size
+
+
+def load_pair(path: Path, device: Any = "cpu") -> DemoPair:
+    """Rebuild the generator and the wrapped discriminator of the demo checkpoint at ``path``
+    on ``device`` (networks from the checkpoint's configuration, weights loaded), in eval mode.
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`, or the weights do not fit the networks
+            this version builds from the checkpoint's configuration.
+    """
+    import ogan_plugin
+
+    state = read_checkpoint(path, map_location="cpu")
+    cfg = state["config"]
+    try:
+        channels, size, _ = _image_shape(state["generator"])
+        G, D = build_pair(cfg, size, channels, torch.device("cpu"))
+        D = ogan_plugin.wrap(D, cfg["z_dim"])
+        D.load_state_dict(state["discriminator"])
+        ema = (state.get("trainer") or {}).get("ema")
+        G.load_state_dict(ema["module"] if ema else state["generator"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"the checkpoint {str(path)!r} does not fit this version's demo networks "
+            f"(written by an incompatible version?): {type(exc).__name__}: {first}"
+        ) from exc
+    return DemoPair(G.to(device).eval(), D.to(device).eval(), dict(cfg), (channels, size, size), int(state["step"]))
+
 
 # --- models and training ----------------------------------------------------------------------
 def build_pair(cfg: dict[str, Any], image_size: int, channels: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
@@ -143,7 +247,7 @@ def train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress:
     history: dict[str, list[float]] = {"loss_d": [], "loss_g": [], "rho": []}
     ckpt = out / CHECKPOINT
     if resume:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = read_checkpoint(ckpt, map_location=device)
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
         trainer.load_state_dict(state["trainer"])
@@ -153,7 +257,8 @@ def train_ogan(cfg, sp, out: Path, device: torch.device, resume: bool, progress:
 
     def save() -> None:
         save_checkpoint(
-            ckpt, generator=G.state_dict(), discriminator=D.state_dict(), trainer=trainer.state_dict(),
+            ckpt, format_version=CHECKPOINT_VERSION, generator=G.state_dict(), discriminator=D.state_dict(),
+            trainer=trainer.state_dict(),
             step=trainer.step_count, config={k: v for k, v in cfg.items() if not k.startswith("_")},
             rng={"batches": batches.state_dict(), "torch": torch.get_rng_state()}, history=history,
         )
