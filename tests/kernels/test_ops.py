@@ -108,6 +108,19 @@ def _pretend_cuda(monkeypatch, launch):
     monkeypatch.setattr(P, "_probe_launch", launch)
 
 
+def _pretend_broken_cuda(monkeypatch, message: str) -> list:
+    """A CUDA device whose test launch raises ``message``; returns the list of launches."""
+    calls = []
+
+    def broken_launch(device):
+        calls.append(device)
+        raise RuntimeError(message)
+
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    _pretend_cuda(monkeypatch, broken_launch)
+    return calls
+
+
 def test_registry_picks_triton_on_cuda_and_the_reference_on_cpu(monkeypatch):
     monkeypatch.delenv(ENV_BACKEND, raising=False)
     _pretend_cuda(monkeypatch, lambda device: 1.0)  # a GPU whose test launch works
@@ -182,14 +195,7 @@ def test_the_cuda_probe_runs_once_and_its_failure_falls_back_with_one_warning(mo
     ``ogan-plugin plugins``."""
     from ogan_plugin import cli, registry
 
-    calls = []
-
-    def broken_launch(device):
-        calls.append(device)
-        raise RuntimeError("simulated: libcuda.so cannot be found\nmore detail")
-
-    monkeypatch.delenv(ENV_BACKEND, raising=False)
-    _pretend_cuda(monkeypatch, broken_launch)
+    calls = _pretend_broken_cuda(monkeypatch, "simulated: libcuda.so cannot be found\nmore detail")
     reg = Registry(load_entry_points=False)
     for op in OPS:
         with pytest.warns(RuntimeWarning, match=f"'triton' for '{op}' is unavailable.*test compile-and-launch.*"
@@ -234,14 +240,7 @@ def test_a_probe_skipped_during_graph_capture_is_not_remembered(monkeypatch):
     """During CUDA-graph capture the probe cannot launch and read back: the Triton backend
     counts as available for those calls, and the first call outside capture probes (here a
     broken GPU: it then falls back to the reference with the usual warning)."""
-    calls = []
-
-    def broken_launch(device):
-        calls.append(device)
-        raise RuntimeError("simulated: no C compiler")
-
-    monkeypatch.delenv(ENV_BACKEND, raising=False)
-    _pretend_cuda(monkeypatch, broken_launch)
+    calls = _pretend_broken_cuda(monkeypatch, "simulated: no C compiler")
     capturing = [True]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
     reg = Registry(load_entry_points=False)
