@@ -163,7 +163,8 @@ def reduction_name(reduction: Optional[Callable[[Tensor], Tensor]]) -> Union[Non
 
     Returns:
         Its key in :data:`REDUCTIONS`; None for no reduction (a linear head); for any other
-        function ``{"custom": "module.qualified_name"}`` (a state dict cannot hold a function).
+        function ``{"custom": "module.qualified_name"}`` (a state dict cannot hold a
+        function; a name longer than 100 characters keeps its end, after ``"..."``).
     """
     if reduction is None:
         return None
@@ -171,7 +172,8 @@ def reduction_name(reduction: Optional[Callable[[Tensor], Tensor]]) -> Union[Non
         if fn is reduction:
             return name
     module = getattr(reduction, "__module__", None) or "?"
-    return {"custom": f"{module}.{getattr(reduction, '__qualname__', type(reduction).__name__)}"}
+    label = f"{module}.{getattr(reduction, '__qualname__', type(reduction).__name__)}"
+    return {"custom": label if len(label) <= 100 else "..." + label[-97:]}
 
 
 def reduction_named(

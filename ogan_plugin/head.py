@@ -130,18 +130,21 @@ class OGANHead(nn.Module):
         """What the head's ``state_dict()`` holds besides its tensors: its patch reduction.
 
         Returns:
-            The UTF-8 text of the JSON object ``{"patch_reduction": NAME}`` as a 1-D
-            ``uint8`` tensor (a tensor, so that every checkpoint format holds it:
-            ``torch.load(..., weights_only=True)``, safetensors).  ``NAME`` is the
-            reduction's key in :data:`ogan_plugin.adapters.patch.REDUCTIONS`, ``null`` for
-            a head without one (a linear head), or ``{"custom": "module.function"}`` for
-            another function, which a state dict cannot hold (see :meth:`set_extra_state`).
-            Read it with ``json.loads(bytes(t.tolist()))``.
+            The UTF-8 text of the JSON object ``{"patch_reduction": NAME}``, padded with
+            zero bytes to :data:`EXTRA_STATE_BYTES`, as a 1-D ``uint8`` tensor: a tensor,
+            so that every checkpoint format holds it (``torch.load(..., weights_only=True)``,
+            safetensors), of one size whatever the name, so that loaders that fill the
+            current state in place (``torch.distributed.checkpoint``) accept it.  ``NAME``
+            is the reduction's key in :data:`ogan_plugin.adapters.patch.REDUCTIONS`,
+            ``null`` for a head without one (a linear head), or
+            ``{"custom": "module.function"}`` for another function, which a state dict
+            cannot hold (see :meth:`set_extra_state`).  Read it with
+            ``json.loads(bytes(t.tolist()).rstrip(b"\\0"))``.
         """
         from ogan_plugin.adapters.patch import reduction_name
 
-        text = json.dumps({"patch_reduction": reduction_name(self.patch_reduction)})
-        return torch.tensor(list(text.encode()), dtype=torch.uint8)
+        data = json.dumps({"patch_reduction": reduction_name(self.patch_reduction)}, ensure_ascii=False).encode()
+        return torch.tensor(list(data.ljust(EXTRA_STATE_BYTES, b"\0")), dtype=torch.uint8)
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the patch reduction saved by :meth:`get_extra_state` (called by
@@ -188,7 +191,7 @@ def _decode_extra_state(state: Any) -> dict[str, Any]:
     try:
         if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.dim() == 1):
             raise ValueError
-        data = json.loads(bytes(state.tolist()).decode("utf-8"))
+        data = json.loads(bytes(state.tolist()).rstrip(b"\0").decode("utf-8"))
         if not isinstance(data, dict) or "patch_reduction" not in data:
             raise ValueError
     except ValueError:  # also UnicodeDecodeError and json.JSONDecodeError
@@ -211,6 +214,10 @@ def _keep_reduction_without_extra_state(head: "OGANHead", state_dict: dict, pref
 
 #: the suffix under which ``state_dict()`` keeps a module's extra state (torch's name)
 EXTRA_STATE_KEY = "_extra_state"
+
+#: the size of :meth:`OGANHead.get_extra_state`'s tensor (a custom reduction's name is
+#: cut to its last 100 characters, so its JSON text always fits)
+EXTRA_STATE_BYTES = 512
 
 
 def conv_spatial_dims(layer: nn.Module) -> Optional[int]:

@@ -13,7 +13,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import ogan_plugin
 from ogan_plugin.adapters import patch
-from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.head import EXTRA_STATE_BYTES, OGANDiscriminator
 
 
 def patch_gan(head_norm=lambda m: m, sigmoid: bool = False) -> nn.Module:
@@ -215,6 +215,12 @@ def _through_disk(state: dict) -> dict:
     return torch.load(buf, weights_only=True)
 
 
+def saved_state(t: torch.Tensor) -> dict:
+    """The JSON object a head's ``_extra_state`` tensor holds (zero-padded to a fixed size)."""
+    assert t.dtype == torch.uint8 and t.shape == (EXTRA_STATE_BYTES,)
+    return json.loads(bytes(t.tolist()).rstrip(b"\0"))
+
+
 def double_mean(out: torch.Tensor) -> torch.Tensor:
     """A custom reduction (a function a state dict cannot hold)."""
     return 2 * out.flatten(2).mean(dim=2)
@@ -228,7 +234,7 @@ def test_the_patch_reduction_is_saved_and_restored_with_the_state_dict():
     want = wrapped.decompose(x).raw
     state = _through_disk(wrapped.state_dict())
     key = f"discriminator.{wrapped.head_path}._extra_state"
-    assert json.loads(bytes(state[key].tolist())) == {"patch_reduction": "mean"}
+    assert saved_state(state[key]) == {"patch_reduction": "mean"}
 
     other = ogan_plugin.wrap(patch_gan(), z_dim=6)  # how the demo's load_pair reloads
     assert other.head.patch_reduction is patch.patch_positional  # the default ...
@@ -243,7 +249,7 @@ def test_the_patch_reduction_is_saved_and_restored_with_the_state_dict():
     assert rebuilt.head.patch_reduction is patch.patch_mean
 
     linear = ogan_plugin.wrap(nn.Sequential(nn.Linear(4, 1)), z_dim=3)
-    assert json.loads(bytes(linear.state_dict()["discriminator.0._extra_state"].tolist())) == {"patch_reduction": None}
+    assert saved_state(linear.state_dict()["discriminator.0._extra_state"]) == {"patch_reduction": None}
 
 
 def test_a_state_dict_without_the_reduction_loads_and_keeps_the_heads():
@@ -273,7 +279,7 @@ def test_a_custom_reduction_must_be_set_again_before_loading():
     patch.set_patch_reduction(wrapped, double_mean)
     want = wrapped.decompose(x).raw
     state = _through_disk(wrapped.state_dict())
-    saved = json.loads(bytes(state["discriminator.4._extra_state"].tolist()))["patch_reduction"]
+    saved = saved_state(state["discriminator.4._extra_state"])["patch_reduction"]
     assert saved["custom"].endswith("double_mean")
     fresh = ogan_plugin.wrap(patch_gan(), z_dim=6)
     with pytest.raises(ValueError, match=r"custom patch reduction \S*double_mean, which a state dict cannot hold: "
@@ -298,6 +304,36 @@ def test_a_reduction_the_loader_does_not_know_is_named():
     for bad in (torch.zeros(3), torch.tensor([1, 2, 3], dtype=torch.uint8), "mean"):
         with pytest.raises(ValueError, match=r"'_extra_state' entry must be what OGANHead.get_extra_state\(\) returns"):
             wrapped.load_state_dict({**state, key: bad})
+
+
+def test_the_reduction_loads_in_place_through_torch_distributed_checkpoint(tmp_path):
+    # torch.distributed.checkpoint fills the current state dict in place: the extra state
+    # must have the same size whatever the reduction's name
+    import torch.distributed.checkpoint as dcp
+
+    torch.manual_seed(8)
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, "max")
+    dcp.save(wrapped.state_dict(), checkpoint_id=tmp_path)
+    other = ogan_plugin.wrap(patch_gan(), z_dim=6)  # "positional": a longer name
+    state = other.state_dict()
+    dcp.load(state, checkpoint_id=tmp_path)
+    other.load_state_dict(state)
+    assert other.head.patch_reduction is patch.patch_max
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(other.decompose(x).raw, wrapped.decompose(x).raw)
+
+
+def test_a_long_custom_name_keeps_its_end():
+    def reduction(out):
+        return out.flatten(2).mean(dim=2)
+
+    reduction.__qualname__ = "x" * 300 + ".mine"
+    name = patch.reduction_name(reduction)["custom"]
+    assert len(name) == 100 and name.startswith("...") and name.endswith(".mine")
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, reduction)
+    assert saved_state(wrapped.state_dict()["discriminator.4._extra_state"]) == {"patch_reduction": {"custom": name}}
 
 
 def test_set_patch_reduction_accepts_ddp_and_its_view(one_process_group):
