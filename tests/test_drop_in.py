@@ -185,3 +185,15 @@ def test_dir_of_a_ddp_view_lists_the_networks_names(one_process_group):
     names = dir(view)
     assert {"label_type", "describe", "alpha", "decompose", "score_from"} <= set(names)
     assert "_private" not in names and view.describe() == "FrameworkD at 8px"
+
+
+def test_a_wrapper_pickled_when_score_from_was_a_plain_attribute_still_loads():
+    wrapped = ogan_plugin.wrap(FrameworkD(), z_dim=5, score="head")
+    state = dict(wrapped.__dict__)
+    state["score_from"] = state.pop("_score_from")  # how earlier versions held the rule
+    state["_score_cache"] = state.pop("_score_memory")
+    old = OGANDiscriminator.__new__(OGANDiscriminator)
+    old.__setstate__(state)
+    assert old.score_from == "head" and old._score_cache is wrapped._score_cache
+    old.score_from = "auto"
+    assert old.score_from == "auto" and "score_from" not in old.__dict__
