@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.checks import named_or_callable
 from ogan_plugin.head import CONV_TYPES, Adaptation, OGANDiscriminator, OGANHead, _accumulate
 from ogan_plugin.hookspecs import hookimpl
 
@@ -110,16 +111,6 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 DEFAULT_REDUCTION = "positional"
 
 
-def _resolve(reduction: Union[str, Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
-    if isinstance(reduction, str):
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)} or a function, got {reduction!r}")
-        return REDUCTIONS[reduction]
-    if not callable(reduction):
-        raise TypeError(f"reduction must be a name or a function (B, z, *spatial) -> (B, z), got {type(reduction).__name__}")
-    return reduction
-
-
 def set_patch_reduction(
     wrapped_discriminator: OGANDiscriminator, reduction: Union[str, Callable[[Tensor], Tensor]]
 ) -> None:
@@ -145,7 +136,7 @@ def set_patch_reduction(
             f"the head {wrapped_discriminator.head_path!r} is a {type(head.layer).__name__}, not a convolution: "
             "it yields one row per sample and has no patches to reduce"
         )
-    head.patch_reduction = _resolve(reduction)
+    head.patch_reduction = named_or_callable("reduction", reduction, REDUCTIONS, "a function (B, z, *spatial) -> (B, z)")
 
 
 @hookimpl(wrapper=True)
