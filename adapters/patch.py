@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.checks import named_or_callable
 from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, as_wrapped
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.scores import _accumulate
@@ -117,16 +118,6 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 DEFAULT_REDUCTION = "positional"
 
 
-def _resolve(reduction: Union[str, Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
-    if isinstance(reduction, str):
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)} or a function, got {reduction!r}")
-        return REDUCTIONS[reduction]
-    if not callable(reduction):
-        raise TypeError(f"reduction must be a name or a function (B, z, *spatial) -> (B, z), got {type(reduction).__name__}")
-    return reduction
-
-
 def set_patch_reduction(wrapped_discriminator: Any, reduction: Union[str, Callable[[Tensor], Tensor]]) -> None:
     """Choose how a wrapped patch discriminator's map becomes the per-sample raw output.
 
@@ -152,7 +143,7 @@ def set_patch_reduction(wrapped_discriminator: Any, reduction: Union[str, Callab
             f"the head {wrapped.head_path!r} is a {type(head.layer).__name__}, not a convolution: "
             "it yields one row per sample and has no patches to reduce"
         )
-    head.patch_reduction = _resolve(reduction)
+    head.patch_reduction = named_or_callable("reduction", reduction, REDUCTIONS, "a function (B, z, *spatial) -> (B, z)")
 
 
 def reduction_name(reduction: Optional[Callable[[Tensor], Tensor]]) -> Union[None, str, dict[str, str]]:

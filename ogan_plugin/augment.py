@@ -24,12 +24,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.checks import check_int
+
 __all__ = ["translate", "RandomTranslate"]
 
 
 def _check_options(max_shift: Any, p: Any) -> None:
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+    check_int("max_shift", max_shift, 0)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
 

@@ -31,7 +31,6 @@ The classifiers need scikit-learn (``pip install 'ogan-plugin[demo]'``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,9 +41,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.head import OGANDiscriminator
-from ogan_plugin.labels import check_labels, check_takes_labels, label_args
-from ogan_plugin.reconstruction import DEFAULT_LR, check_conditional, check_wrapped, invert, reconstruct
+from ogan_plugin.checks import check_int, check_number
+from ogan_plugin.head import OGANDiscriminator, as_wrapped
+from ogan_plugin.labels import check_conditional, label_args
+from ogan_plugin.networks import device_dtype, eval_mode
+from ogan_plugin.reconstruction import DEFAULT_LR, invert, reconstruct_checked
 
 __all__ = [
     "DataLike",
@@ -57,7 +58,6 @@ __all__ = [
     "StepsToQuality",
     "class_agreement",
     "collect",
-    "eval_mode",
     "evaluate",
     "frechet_distance",
     "generate",
@@ -123,36 +123,6 @@ def collect(data: DataLike, limit: Optional[int] = None) -> tuple[Tensor, Option
     return x, y
 
 
-@contextlib.contextmanager
-def eval_mode(*modules: Any) -> Iterator[None]:
-    """Put every ``nn.Module`` among ``modules`` (and its children) in eval mode; restore
-    each submodule's own train flag on exit."""
-    saved = [(m, m.training) for mod in modules if isinstance(mod, nn.Module) for m in mod.modules()]
-    try:
-        for mod in modules:
-            if isinstance(mod, nn.Module):
-                mod.eval()
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
-
-
-def _device_dtype(*modules: Any) -> tuple[torch.device, torch.dtype]:
-    for mod in modules:
-        if isinstance(mod, nn.Module):
-            p = next((p for p in mod.parameters() if p.is_floating_point()), None)
-            if p is not None:
-                return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
     for i in range(0, x.shape[0], batch_size):
         yield x[i : i + batch_size]
@@ -185,12 +155,6 @@ def _draw_labels(y: Tensor, n: int, seed: int) -> Tensor:
     return y.cpu()[torch.randint(len(y), (n,), generator=torch.Generator().manual_seed(seed))]
 
 
-def _sample_labels(y: Optional[Tensor], n: int, name: str = "y") -> Optional[Tensor]:
-    if y is not None:
-        check_labels(y, n, name)
-    return y
-
-
 def _noise(n: int, z_dim: int, seed: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, z_dim, generator=g).to(device=device, dtype=dtype)
@@ -209,13 +173,11 @@ def generate(
     """``n_samples`` images ``G(z)``, z ~ N(0, I) drawn from ``seed`` (CPU RNG, so the
     same on every device), in eval mode; returned on the generator's device.  With labels
     ``y`` (``n_samples`` of them): ``G(z, y)``."""
-    _check_count("z_dim", z_dim, 1)
-    _check_count("n_samples", n_samples)
-    _check_count("batch_size", batch_size)
-    y = _sample_labels(y, n_samples)
-    if y is not None:
-        check_takes_labels(generator, "generator")
-    device, dtype = _device_dtype(generator)
+    check_int("z_dim", z_dim, 1)
+    check_int("n_samples", n_samples, 1)
+    check_int("batch_size", batch_size, 1)
+    check_conditional(generator, None, y, n_samples)
+    device, dtype = device_dtype(generator)
     z = _noise(n_samples, z_dim, seed, device, dtype)
     y = None if y is None else y.to(device)
     with eval_mode(generator):
@@ -241,11 +203,11 @@ def mean_correlation(
     """
     from ogan_plugin.correlation import pearson_correlation
 
-    d = check_wrapped(wrapped_discriminator)
-    _check_count("n_samples", n_samples)
-    _check_count("batch_size", batch_size)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    check_int("n_samples", n_samples, 1)
+    check_int("batch_size", batch_size, 1)
     check_conditional(generator, d, y, n_samples)
-    device, dtype = _device_dtype(generator, d)
+    device, dtype = device_dtype(generator, d)
     z = _noise(n_samples, d.z_dim, seed, device, dtype)
     y = None if y is None else y.to(device)
     rhos = []
@@ -269,16 +231,17 @@ def reconstruct_batched(
     """``G(scale * encode(x))`` for every image (eval mode, in batches), as float32 on
     the images' device.  ``conditional``: the data's labels go to both networks,
     ``G(scale * encode(x, y), y)``."""
-    d = check_wrapped(wrapped_discriminator)
-    _check_count("batch_size", batch_size)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    check_number("scale", scale, positive=True)
+    check_int("batch_size", batch_size, 1)
     x, y = _data(images, conditional)
     check_conditional(generator, d, y, x.shape[0])
-    device, dtype = _device_dtype(d, generator)
+    device, dtype = device_dtype(d, generator)
     out = []
     with eval_mode(generator, d):
         for b, labels in _labelled_batches(x, y, batch_size):
-            labels = tuple(t.to(device) for t in labels)
-            out.append(reconstruct(generator, d, b.to(device=device, dtype=dtype), scale, y=labels[0] if labels else None).float())
+            yb = labels[0].to(device) if labels else None
+            out.append(reconstruct_checked(generator, d, b.to(device=device, dtype=dtype), scale, yb).float())
     return torch.cat(out).to(x.device)
 
 
@@ -448,12 +411,10 @@ def encode_batched(
 ) -> Tensor:
     """The standardized codes ``encode(x)`` (N, z_dim) float32 on CPU (eval mode);
     ``conditional``: ``encode(x, y)`` with the data's labels."""
-    d = check_wrapped(wrapped_discriminator)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
     x, y = _data(images, conditional)
-    if y is not None:
-        check_labels(y, x.shape[0])
-        check_takes_labels(d, "discriminator")
-    device, dtype = _device_dtype(d)
+    check_conditional(None, d, y, x.shape[0])
+    device, dtype = device_dtype(d)
     with eval_mode(d):
         return torch.cat([
             d.encode(b.to(device=device, dtype=dtype), *(t.to(device) for t in labels)).float().cpu()
@@ -615,7 +576,7 @@ def evaluate(
         ValueError: ``conditional`` without labelled data, or labels the networks do
             not take.
     """
-    d = check_wrapped(wrapped_discriminator)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
     xtr, ytr = collect(train)
     xte, yte = collect(test)
     xtr, xte = xtr.float().cpu(), xte.float().cpu()
@@ -663,7 +624,15 @@ class QualityMatch(NamedTuple):
     is ``<= target`` (None: not within its run); ``ratio``: ``steps / encoder_steps``
     (``inf`` when the encoder's start alone is as good); ``seconds``: the baseline's wall
     time for its ``steps``; ``encoder_seconds``: the encoder start's to ``encoder_steps``
-    (encoding included); ``time_ratio``: their ratio.
+    (encoding included); ``time_ratio``: ``seconds / encoder_seconds``.
+
+    This is the package's one definition of the time ratio.  The times come from the
+    clock given to :meth:`StepsToQuality.at`: by default the per-step times
+    :func:`steps_to_quality` measured in its own runs (:attr:`StepsToQuality.times`);
+    ``ogan-plugin bench --invert`` passes the costs of interleaved runs instead
+    (:func:`ogan_plugin.bench.invert.interleaved_costs`: time to start plus time per step,
+    medians over rounds that run every start in turn), which a change of the machine's
+    load between runs minutes apart skews less (docs/inversion.md).
     """
 
     steps: int
@@ -674,6 +643,11 @@ class QualityMatch(NamedTuple):
     seconds: float
     encoder_seconds: Optional[float]
     time_ratio: Optional[float]
+
+
+#: a clock for :meth:`StepsToQuality.at`: ``clock(start, steps)`` -> seconds that ``steps``
+#: steps from ``start`` take
+Clock = Callable[[str, int], float]
 
 
 @dataclass
@@ -687,7 +661,7 @@ class StepsToQuality:
             the start).
         times: per start, the wall time in seconds at which each of those values was known
             (time spent in the caller's ``callback`` excluded).
-        match: :meth:`at` the full budget: the goal's figures.
+        match: :meth:`at` the full budget, timed by :attr:`times`: the goal's figures.
     """
 
     budget: int
@@ -698,21 +672,35 @@ class StepsToQuality:
     def __post_init__(self) -> None:
         self.match = self.at(self.budget)
 
-    def at(self, steps: int) -> QualityMatch:
-        """The step ratio at equal quality when the baselines stop after ``steps`` steps."""
-        _check_count("steps", steps, 0)
+    def at(self, steps: int, clock: Optional[Clock] = None) -> QualityMatch:
+        """The step ratio at equal quality when the baselines stop after ``steps`` steps.
+
+        Args:
+            steps: where the baselines stop (``0 <= steps <= budget``).
+            clock: ``clock(start, k)``, the seconds ``k`` steps from ``start`` take, for the
+                time figures (default: :attr:`times`, this run's own clock).
+
+        Returns:
+            The :class:`QualityMatch`.
+        """
+        check_int("steps", steps, 0)
         if steps > self.budget:
             raise ValueError(f"steps must be <= the budget {self.budget}, got {steps}")
+        if clock is None:
+            clock = self._measured
         baseline = min((k for k in self.curves if k != "encoder"), key=lambda k: self.curves[k][steps])
         target = self.curves[baseline][steps]
         enc = next((t for t, v in enumerate(self.curves["encoder"]) if v <= target), None)
-        seconds = self.times[baseline][steps]
-        enc_seconds = None if enc is None else self.times["encoder"][enc]
+        seconds = clock(baseline, steps)
+        enc_seconds = None if enc is None else clock("encoder", enc)
         return QualityMatch(
             steps, target, baseline, enc,
             None if enc is None else (math.inf if enc == 0 else steps / enc),
             seconds, enc_seconds, None if enc_seconds is None else seconds / enc_seconds,
         )
+
+    def _measured(self, start: str, steps: int) -> float:
+        return self.times[start][steps]
 
 
 def steps_to_quality(
@@ -763,19 +751,19 @@ def steps_to_quality(
     Returns:
         :class:`StepsToQuality`: the curves, the times, and ``match``, the goal's figures
         (``.match.ratio``, ``.match.time_ratio``); ``.at(k)`` gives the same figures with
-        the baselines cut at ``k`` steps.
+        the baselines cut at ``k`` steps (``.at(k, clock)``: timed by another clock).
 
     Raises:
         ValueError: an unknown or repeated baseline, ``steps < 1``, or what
             :func:`ogan_plugin.invert` refuses.
     """
-    d = check_wrapped(wrapped_discriminator)
-    _check_count("steps", steps)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    check_int("steps", steps, 1)
     baselines = list(baselines)
     if not baselines or any(b not in ("random", "mean") for b in baselines) or len(set(baselines)) != len(baselines):
         raise ValueError(f"baselines must be distinct names among 'random' and 'mean', got {baselines!r}")
     x, y = _data(images, conditional)
-    device, _ = _device_dtype(generator, d)
+    device, _ = device_dtype(generator, d)
     curves: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}
     for start in ["encoder", *baselines]:

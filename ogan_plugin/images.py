@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ogan_plugin.checks import check_int
+
 __all__ = ["grid_size", "tile", "image_grid", "save_grid", "plot_curves", "save_curves"]
 
 
@@ -72,9 +74,8 @@ def image_grid(
     n = images.shape[0]
     if n == 0:
         raise ValueError("images is empty")
-    for name, v, lo in (("scale", scale, 1), ("padding", padding, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    check_int("scale", scale, 1)
+    check_int("padding", padding, 0)
     cols = nrow if nrow is not None else math.ceil(math.sqrt(n))
     if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
         raise ValueError(f"nrow must be a positive int, got {nrow!r}")
@@ -125,8 +126,7 @@ def plot_curves(
     """
     if not panels:
         raise ValueError("panels is empty: nothing to plot")
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
-        raise ValueError(f"smooth must be an int >= 1, got {smooth!r}")
+    check_int("smooth", smooth, 1)
     if width < 100 * len(panels) or height < 100:
         raise ValueError(f"the picture is too small for {len(panels)} panels: {width}x{height}")
     Image, ImageDraw, ImageFont = _pil()

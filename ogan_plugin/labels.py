@@ -9,13 +9,14 @@ floating-point conditioning vectors such as one-hot rows ``(B, n_classes)``.
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["check_labels", "check_takes_labels", "label_args"]
+__all__ = ["check_labels", "check_takes_labels", "check_conditional", "label_args"]
 
 
 def check_labels(y: Any, batch: int, name: str = "y") -> Tensor:
@@ -55,9 +56,44 @@ def _network(module: Any) -> Any:
     return module
 
 
+# the answer of check_takes_labels per forward function: None (takes labels) or the
+# signature text for the message; methods are keyed by their function (every instance of a
+# class shares it), other callables by themselves.  Weak keys: no network is kept alive.
+_PLAIN: "weakref.WeakKeyDictionary[Any, Optional[str]]" = weakref.WeakKeyDictionary()
+_METHODS: "weakref.WeakKeyDictionary[Any, Optional[str]]" = weakref.WeakKeyDictionary()
+
+
+def _refusal(fn: Any) -> Optional[str]:
+    """``None`` when ``fn`` can be called as ``fn(x, labels)``, else its signature as text
+    (cached per function: ``inspect.signature`` is slow next to a training step)."""
+    table, key = (_METHODS, fn.__func__) if inspect.ismethod(fn) else (_PLAIN, fn)
+    try:
+        return table[key]
+    except (KeyError, TypeError):  # TypeError: a callable that takes no weak reference
+        pass
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and C callables: nothing to check
+        answer = None
+    else:
+        try:
+            sig.bind(object(), object())
+            answer = None
+        except TypeError:
+            answer = str(sig)
+    try:
+        table[key] = answer
+    except TypeError:
+        pass
+    return answer
+
+
 @torch.compiler.disable
 def check_takes_labels(network: Any, what: str, name: str = "y") -> None:
     """Raise ``ValueError`` naming ``name`` when ``network``'s forward cannot take ``(x, labels)``.
+
+    The answer is remembered per forward function, so checking every training step costs
+    a dictionary look-up.
 
     Args:
         network: the generator or the (wrapped) discriminator; wrappers (DDP,
@@ -66,19 +102,43 @@ def check_takes_labels(network: Any, what: str, name: str = "y") -> None:
         name: the argument the labels came from.
     """
     net = _network(network)
-    fn = net.forward if isinstance(net, nn.Module) else net
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins and C callables: nothing to check
-        return
-    try:
-        sig.bind(object(), object())
-    except TypeError:
+    sig = _refusal(net.forward if isinstance(net, nn.Module) else net)
+    if sig is not None:
         raise ValueError(
             f"{name}= was given but the {what}'s forward{sig} takes no labels: class labels reach the "
             f"networks as their second argument, G(z, y) and D(x, y). Leave {name} out for an "
             "unconditional GAN"
-        ) from None
+        )
+
+
+def check_conditional(
+    generator: Any, discriminator: Any, y: Any, batch: int, name: str = "y"
+) -> Optional[Tensor]:
+    """The checks of labels ``y`` given to a function that runs the networks: a batch of
+    ``batch`` labels (:func:`check_labels`), and every network given takes them
+    (:func:`check_takes_labels`).  Nothing is checked when ``y`` is None.
+
+    Args:
+        generator: the generator that will get the labels, or None (not run).
+        discriminator: the (wrapped) discriminator that will get them, or None (not run).
+        y: the labels, or None (an unconditional call).
+        batch: the number of samples they must label.
+        name: the argument they came from, for the messages.
+
+    Returns:
+        ``y``.
+
+    Raises:
+        TypeError: ``y`` is not a tensor of labels.
+        ValueError: ``y`` does not hold ``batch`` labels, or a network's forward takes none.
+    """
+    if y is not None:
+        check_labels(y, batch, name)
+        if discriminator is not None:
+            check_takes_labels(discriminator, "discriminator", name)
+        if generator is not None:
+            check_takes_labels(generator, "generator", name)
+    return y
 
 
 def label_args(y: Optional[Tensor]) -> tuple:

@@ -16,33 +16,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.checks import check_int, check_number, named_or_callable
 from ogan_plugin.head import OGANDiscriminator, as_wrapped
-from ogan_plugin.labels import check_labels, check_takes_labels, label_args
+from ogan_plugin.labels import check_conditional, check_labels, label_args
+from ogan_plugin.networks import device_dtype, eval_mode
 
 __all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS", "DEFAULT_LR"]
-
-
-def check_wrapped(discriminator: object) -> OGANDiscriminator:
-    """The :class:`OGANDiscriminator` to run (DDP around one: a view through DDP, see
-    :func:`~ogan_plugin.head.as_wrapped`), else a ``TypeError`` naming
-    ``wrapped_discriminator``."""
-    return as_wrapped(discriminator, "wrapped_discriminator")
-
-
-def _check(discriminator: object, scale: float) -> OGANDiscriminator:
-    d = check_wrapped(discriminator)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
-    return d
-
-
-def check_conditional(generator: Any, discriminator: OGANDiscriminator, y: Any, batch: int, name: str = "y") -> None:
-    """For labels ``y`` given to a function that runs both networks: a batch of ``batch``
-    labels, and both networks' forwards take them (errors name ``name``)."""
-    if y is not None:
-        check_labels(y, batch, name)
-        check_takes_labels(discriminator, "discriminator", name)
-        check_takes_labels(generator, "generator", name)
 
 
 @torch.no_grad()
@@ -69,11 +48,21 @@ def reconstruct(
     Returns:
         The reconstructions, as the generator returns them.
     """
-    d = _check(wrapped_discriminator, scale)
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    check_number("scale", scale, positive=True)
     check_conditional(generator, d, y, x.shape[0])
+    return reconstruct_checked(generator, d, x, scale, y)
+
+
+@torch.no_grad()
+def reconstruct_checked(
+    generator: Callable[..., Tensor], d: OGANDiscriminator, x: Tensor, scale: float, y: Optional[Tensor]
+) -> Tensor:
+    """:func:`reconstruct` on arguments already checked (``d`` resolved by
+    :func:`~ogan_plugin.head.as_wrapped`), for callers that check once and run in batches."""
     labels = label_args(y)
     code = d.encode(x, *labels)
-    return generator(scale * code.to(_param_dtype(generator, code.dtype)), *labels)
+    return generator(scale * code.to(_generator_dtype(generator, code)), *labels)
 
 
 @torch.no_grad()
@@ -106,9 +95,9 @@ def interpolate(
         A tensor (B, steps, *image_shape): row i morphs x_a[i] into x_b[i]; the first and
         last columns are the two reconstructions.
     """
-    d = _check(wrapped_discriminator, scale)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    check_number("scale", scale, positive=True)
+    check_int("steps", steps, 2)
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     if y is None and y_b is not None:
@@ -133,16 +122,14 @@ def interpolate(
         else:
             tl = t.view(1, steps, *([1] * (y.dim() - 1))).to(y.dtype)
             labels = (((1 - tl) * y[:, None] + tl * y_b[:, None]).flatten(0, 1),)
-    out = generator(scale * codes.flatten(0, 1).to(_param_dtype(generator, codes.dtype)), *labels)
+    out = generator(scale * codes.flatten(0, 1).to(_generator_dtype(generator, codes)), *labels)
     return out.view(B, steps, *out.shape[1:])
 
 
-def _param_dtype(module: object, default: torch.dtype) -> torch.dtype:
-    if isinstance(module, torch.nn.Module):
-        p = next(module.parameters(), None)
-        if p is not None and p.is_floating_point():
-            return p.dtype
-    return default
+def _generator_dtype(generator: Any, code: Tensor) -> torch.dtype:
+    """The dtype codes are fed to ``generator`` in: its parameters' (the code's own for a
+    generator without floating-point parameters)."""
+    return device_dtype(generator, default=(code.device, code.dtype))[1]
 
 
 # --- inversion: optimise z so that G(z) matches x ---------------------------------------------
@@ -188,33 +175,6 @@ class Inversion:
     history: Tensor
     steps: Tensor
     start: Tensor
-
-
-def _check_number(name: str, value: Any, *, positive: bool = False, minimum: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _named_or_callable(name: str, value: Any, known: dict[str, Callable]) -> Callable:
-    """``known[value]`` for a name, ``value`` itself for a callable; errors name ``name``."""
-    if isinstance(value, str):
-        if value not in known:
-            raise ValueError(f"{name} must be one of {sorted(known)} or a callable, got {value!r}")
-        return known[value]
-    if not callable(value):
-        raise TypeError(f"{name} must be a name or a callable, got {type(value).__name__}")
-    return value
 
 
 def _module_state(module: object) -> list[tuple[Tensor, bool]]:
@@ -291,12 +251,15 @@ def invert(
         ``steps`` per image and ``start``.
 
     Raises:
-        TypeError: ``wrapped_discriminator`` is not wrapped, ``x``/``y``/``init`` are not
-            tensors of the right kind, ``loss``/``optimizer``/``generator`` are not callable.
-        ValueError: a bad number (``steps < 0``, ``lr <= 0``, ...), NaN or inf in ``x`` or
-            ``init``, shapes that do not match (the message names the argument).
+        TypeError: ``wrapped_discriminator`` is not wrapped, ``x`` is not a tensor, ``y``
+            is not a tensor of labels, ``generator``/``callback`` or the ``loss``/
+            ``optimizer`` given is not callable.
+        ValueError: a bad number (``steps < 0``, ``lr <= 0``, ...), ``x`` not a non-empty
+            floating-point batch, ``init`` neither a known name nor a tensor of codes, NaN or
+            inf in ``x`` or ``init``, shapes that do not match (the message names the
+            argument).
     """
-    d = check_wrapped(wrapped_discriminator)  # DDP around a wrapped D: a view through it
+    d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")  # DDP around a wrapped D: a view through it
     if not callable(generator):
         raise TypeError(f"generator must be callable, got {type(generator).__name__}")
     if not isinstance(x, Tensor):
@@ -306,19 +269,19 @@ def invert(
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf values")
     n = x.shape[0]
-    steps = _check_int("steps", steps, 0)
-    lr = _check_number("lr", lr, positive=True)
-    scale = _check_number("scale", scale, positive=True)
-    prior = _check_number("prior", prior, minimum=0.0)
-    restarts = _check_int("restarts", restarts, 1)
-    patience = _check_int("patience", patience, 1)
-    seed = _check_int("seed", seed, 0)
+    steps = check_int("steps", steps, 0)
+    lr = check_number("lr", lr, positive=True)
+    scale = check_number("scale", scale, positive=True)
+    prior = check_number("prior", prior, minimum=0.0)
+    restarts = check_int("restarts", restarts, 1)
+    patience = check_int("patience", patience, 1)
+    seed = check_int("seed", seed, 0)
     if tol is not None:
-        tol = _check_number("tol", tol, minimum=0.0)
+        tol = check_number("tol", tol, minimum=0.0)
     if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1)
-    loss_fn = _named_or_callable("loss", loss, LOSSES)
-    make_opt = _named_or_callable("optimizer", optimizer, OPTIMIZERS)
+        batch_size = check_int("batch_size", batch_size, 1)
+    loss_fn = named_or_callable("loss", loss, LOSSES)
+    make_opt = named_or_callable("optimizer", optimizer, OPTIMIZERS)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     check_conditional(generator, d, y, n)
@@ -332,9 +295,7 @@ def invert(
     if restarts > 1 and init != "random":
         raise ValueError(f"restarts={restarts} needs init='random' (the other starts are deterministic)")
 
-    from ogan_plugin.evaluate import _device_dtype, eval_mode
-
-    device, dtype = _device_dtype(generator, d)
+    device, dtype = device_dtype(generator, d)
     x = x.to(device=device, dtype=dtype)
     y = None if y is None else y.to(device)
     if init == "random":  # drawn at once, so that the starts do not depend on batch_size

@@ -63,10 +63,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.checks import check_int
 from ogan_plugin.ema import EMA
 from ogan_plugin.head import Decomposition, OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
-from ogan_plugin.labels import check_labels, check_takes_labels, label_args
+from ogan_plugin.labels import check_conditional, check_labels, label_args
 from ogan_plugin.kernels.single_loss import ObjectiveOutput
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance
 from ogan_plugin.registry import dispatch
@@ -108,11 +109,9 @@ class StepResult(NamedTuple):
 
 
 # --- argument checks (public boundary) -----------------------------------------------------
-def _check_modules(generator: Any, wrapped_discriminator: Any) -> OGANDiscriminator:
-    """The discriminator to run (DDP around a wrapped one: a view through DDP)."""
+def _check_generator(generator: Any) -> None:
     if not callable(generator):
         raise TypeError(f"generator must be callable (an nn.Module), got {type(generator).__name__}")
-    return as_wrapped(wrapped_discriminator)
 
 
 def _check_labels(
@@ -123,11 +122,8 @@ def _check_labels(
         if y_fake is not None:
             raise ValueError("y_fake was given without y: give the real batch's labels y too")
         return None, None
-    check_labels(y, batch, "y")
-    y_fake = y if y_fake is None else check_labels(y_fake, batch, "y_fake")
-    check_takes_labels(discriminator, "discriminator")
-    check_takes_labels(generator, "generator")
-    return y, y_fake
+    check_conditional(generator, discriminator, y, batch)
+    return y, (y if y_fake is None else check_labels(y_fake, batch, "y_fake"))
 
 
 def _check_options(
@@ -445,7 +441,8 @@ def single_loss(
         works too.  Call ``.backward()`` once per loss (with ``routing="split"`` a second
         backward raises ``RuntimeError``).
     """
-    D = _check_modules(generator, wrapped_discriminator)
+    _check_generator(generator)
+    D = as_wrapped(wrapped_discriminator, "wrapped_discriminator")  # DDP around a wrapped D: a view through it
     adv, weight_d, weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
     _check_batch(x_real, z, D.z_dim)
     _check_augment(augment)
@@ -547,7 +544,8 @@ class SingleLossStep:
         augment: Optional[Callable[[Tensor], Tensor]] = None,
         corr_weight_g: Optional[float] = None,
     ) -> None:
-        wrapped_discriminator = _check_modules(generator, wrapped_discriminator)
+        _check_generator(generator)
+        wrapped_discriminator = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
         _check_augment(augment)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
@@ -570,9 +568,7 @@ class SingleLossStep:
         if int(torch.Size(self.z_shape).numel()) != D_z:
             raise ValueError(f"z_shape={tuple(self.z_shape)} must have {D_z} elements (the discriminator's z_dim)")
 
-        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
-            raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
-        self.accumulation_steps = accumulation_steps
+        self.accumulation_steps = check_int("accumulation_steps", accumulation_steps, 1)
 
         if amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")

@@ -297,3 +297,76 @@ def test_labels_for_networks_that_take_none_are_refused():
     with pytest.raises(ValueError, match="y= was given but the discriminator's forward"):
         mean_correlation(Gc, D, 7, y=y)
     single_loss(G, D, x, z)  # unconditional: unchanged
+
+
+def test_functions_that_run_one_network_check_the_labels_for_that_network():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(NZ, 64), nn.Unflatten(1, (1, 8, 8))).double()
+    D = ogan_plugin.wrap(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 1)).double(), NZ)
+    Gc, Dc = make_pair()
+    x, _, y, _ = batch()
+    with pytest.raises(ValueError, match="y= was given but the generator's forward"):
+        generate(G, NZ, 7, y=y)
+    with pytest.raises(ValueError, match="y must have one label per sample: the batch has 8 samples, y has 7"):
+        generate(Gc, NZ, 8, y=y)
+    with pytest.raises(ValueError, match="y= was given but the discriminator's forward"):
+        encode_batched(D, (x, y), conditional=True)
+    with pytest.raises(TypeError, match="y must be a torch.Tensor of labels"):
+        generate(Gc, NZ, 7, y=y.tolist())
+    # encode_batched runs no generator, generate no discriminator: neither is asked about
+    encode_batched(Dc, (x, y), conditional=True)
+    generate(Gc, NZ, 7, y=y)
+
+
+def test_label_acceptance_is_read_once_per_forward_function(monkeypatch):
+    import inspect
+
+    from ogan_plugin import labels
+
+    class FreshG(ConditionalG):  # new forward functions: nothing cached for them yet
+        def forward(self, z, y):
+            return super().forward(z, y)
+
+    class FreshD(ProjectionD):
+        def forward(self, x, y):
+            return super().forward(x, y)
+
+    class NoLabels(nn.Module):
+        def forward(self, x):
+            return x
+
+    calls = []
+    signature = inspect.signature
+
+    def counting(fn, *args, **kwargs):
+        calls.append(fn)
+        return signature(fn, *args, **kwargs)
+
+    monkeypatch.setattr(labels.inspect, "signature", counting)
+    torch.manual_seed(0)
+    G, D = FreshG().double(), ogan_plugin.wrap(FreshD().double(), NZ)
+    step = SingleLossStep(G, D)
+    x, z, y, _ = batch()
+    for _ in range(3):
+        step.step(x, z, y=y)
+    single_loss(G, D, x, z, y=y)
+    assert len(calls) == 2  # G's forward and D's, once each, for four steps of both networks
+    for _ in range(2):  # a refusal is remembered too, and still raised
+        with pytest.raises(ValueError, match=r"the generator's forward\(x\) takes no labels"):
+            labels.check_takes_labels(NoLabels(), "generator")
+    assert len(calls) == 3
+
+
+def test_reconstruct_batched_checks_the_labels_once(monkeypatch):
+    from ogan_plugin import labels
+    from ogan_plugin.evaluate import reconstruct_batched
+
+    G, D = make_pair()
+    x, _, y, _ = batch(9)
+    seen = []
+    check = labels.check_labels
+    monkeypatch.setattr(labels, "check_labels", lambda *a, **k: seen.append(a[1]) or check(*a, **k))
+    rec = reconstruct_batched(G, D, (x, y), conditional=True, batch_size=2)
+    assert seen == [9]  # the whole set, not once more per batch of 2
+    with torch.no_grad():
+        torch.testing.assert_close(rec, G(0.9 * D.encode(x, y), y).float())

@@ -209,6 +209,23 @@ def test_quality_match_reads_the_curves():
         r.at(5)
 
 
+def test_quality_match_times_by_the_clock_given():
+    curves = {"encoder": [5.0, 3.0, 2.0, 1.0, 1.0], "mean": [9.0, 6.0, 4.0, 3.0, 2.0], "random": [8.0, 7.0, 5.0, 2.5, 1.5]}
+    times = {k: [1.0] * 5 for k in curves}  # the run's own clock: not read when a clock is given
+    costs = {"encoder": (0.5, 1.0), "mean": (0.25, 0.5), "random": (1.0, 4.0)}  # (to start, per step)
+
+    def clock(start, steps):
+        return costs[start][0] + steps * costs[start][1]
+
+    r = ev.StepsToQuality(4, curves, times)
+    # the same steps as with the run's clock, times from the costs: random 1 + 4 * 4 = 17 s,
+    # the encoder to its step 3: 0.5 + 3 * 1 = 3.5 s
+    assert r.at(4, clock) == ev.QualityMatch(4, 1.5, "random", 3, 4 / 3, 17.0, 3.5, 17.0 / 3.5)
+    assert r.at(2, clock) == ev.QualityMatch(2, 4.0, "mean", 1, 2.0, 1.25, 1.5, 1.25 / 1.5)
+    never = ev.StepsToQuality(4, {**curves, "random": [8.0, 7.0, 5.0, 2.5, 0.5]}, times)
+    assert never.at(4, clock).time_ratio is None and never.at(4, clock).seconds == 17.0
+
+
 def test_steps_to_quality_runs_every_start_like_invert():
     torch.manual_seed(0)
     G = nn.Sequential(nn.Linear(Z, Z), nn.Tanh(), nn.Unflatten(1, (1, 4, 4)))
@@ -232,3 +249,28 @@ def test_steps_to_quality_runs_every_start_like_invert():
         ev.steps_to_quality(G, D, x, steps=2, baselines=("random", "encoder"))
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         ev.steps_to_quality(G, D, x, steps=0)
+
+
+# --- one resolver: every function that takes the wrapped D names the argument --------------------
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda G, D, x: ogan_plugin.reconstruct(G, D, x),
+        lambda G, D, x: ogan_plugin.interpolate(G, D, x, x),
+        lambda G, D, x: ogan_plugin.invert(G, D, x, steps=1),
+        lambda G, D, x: ev.mean_correlation(G, D, 8),
+        lambda G, D, x: ev.reconstruct_batched(G, D, x),
+        lambda G, D, x: ev.reconstruction_error(G, D, x),
+        lambda G, D, x: ev.encode_batched(D, x),
+        lambda G, D, x: ev.evaluate(G, D, x, x, n_samples=8),
+        lambda G, D, x: ev.steps_to_quality(G, D, x, steps=1),
+        lambda G, D, x: ogan_plugin.single_loss(G, D, x, torch.randn(len(x), Z)),
+        lambda G, D, x: ogan_plugin.SingleLossStep(G, D),
+    ],
+)
+def test_every_function_taking_the_wrapped_d_names_the_argument(call):
+    G, x = ToImage(), torch.randn(6, 1, 4, 4)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(Z, 1))
+    for bad, hint in ((plain, "wrap"), (nn.DataParallel(identity_encoder()), "DataParallel")):
+        with pytest.raises(TypeError, match=rf"^wrapped_discriminator must be an OGANDiscriminator .*{hint}"):
+            call(G, bad, x)

@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         return 0
     from ogan_plugin.bench.kernels import format_table, parse_sizes, plot, run_kernel_benchmark, write_csv
-    from ogan_plugin.bench.timing import parse_device
+    from ogan_plugin.networks import parse_device
 
     try:
-        sizes = parse_sizes(args.sizes or DEFAULT_SIZES[parse_device(device).type])
+        sizes = parse_sizes(args.sizes or DEFAULT_SIZES[parse_device(device, "--device", ("cpu", "cuda")).type])
         rows = run_kernel_benchmark(
             sizes,
             device=device,

@@ -29,7 +29,10 @@ from typing import Any, Optional
 
 import torch
 
-from ogan_plugin.bench.timing import device_name, parse_device, sig
+from ogan_plugin.bench.timing import device_name, sig
+from ogan_plugin.checks import check_int
+from ogan_plugin.demo.train import DEFAULT_CHECKPOINT
+from ogan_plugin.networks import parse_device
 from ogan_plugin.reconstruction import DEFAULT_LR
 
 __all__ = ["add_arguments", "InvertBenchmark", "run_invert_benchmark", "format_report", "write_csv", "plot"]
@@ -45,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--invert", action="store_true",
                    help="benchmark inversion (ogan_plugin.bench.invert): encoder vs mean vs random start on a demo "
                         "checkpoint's held-out images")
-    g.add_argument("--checkpoint", default="ogan-demo/checkpoint.pt",
-                   help="--invert: a checkpoint of ogan-plugin demo (default ogan-demo/checkpoint.pt)")
+    g.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help=f"--invert: a checkpoint of ogan-plugin demo (default {DEFAULT_CHECKPOINT})")
     g.add_argument("--budget", type=int, default=1000, help="--invert: steps every start runs (default 1000)")
     g.add_argument("--restarts", type=int, default=4, help="--invert: random starts per image (default 4)")
     g.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"--invert: Adam's learning rate on z (default {DEFAULT_LR})")
@@ -69,6 +72,11 @@ class InvertBenchmark:
         """Wall time of ``steps`` steps from ``start`` by the interleaved per-step costs."""
         begin, per_step = self.costs[start]
         return begin + steps * per_step
+
+    def at(self, steps: int) -> Any:
+        """The :class:`~ogan_plugin.evaluate.QualityMatch` with the baselines cut at ``steps``,
+        its times (and time ratio) by :meth:`seconds`, the interleaved costs."""
+        return self.result.at(steps, self.seconds)
 
 
 def interleaved_costs(generator: Any, discriminator: Any, x: torch.Tensor, *, restarts: int, lr: float,
@@ -122,12 +130,13 @@ def run_invert_benchmark(
             (:class:`~ogan_plugin.demo.train.CheckpointError`) or data that cannot be read.
     """
     from ogan_plugin.demo.data import load_demo_data, split
-    from ogan_plugin.demo.train import load_pair
+    from ogan_plugin.demo.train import Progress, load_pair
     from ogan_plugin.evaluate import PixelClassifier, steps_to_quality
 
-    for name, v, lo in (("--budget", budget, 1), ("--restarts", restarts, 1), ("--limit", limit, 1)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    check_int("--budget", budget, 1)
+    check_int("--restarts", restarts, 1)
+    if limit is not None:
+        check_int("--limit", limit, 1)
     if not lr > 0:
         raise ValueError(f"--lr must be > 0, got {lr!r}")
     dev = parse_device(device)
@@ -144,10 +153,11 @@ def run_invert_benchmark(
         source_labels = clf.predict(x)
     grid = [s for s in GRID if s <= budget] + ([budget] if budget not in GRID else [])
     agreement: dict[str, dict[int, float]] = {}
-    bar = _Bar(budget * 3, progress)
+    bar = Progress(budget * 3, 0, "invert bench", progress)
 
     def snapshot(start: str, step: int, z: torch.Tensor) -> None:
-        bar.update(step)
+        if step:  # step 0 is the start, not a step
+            bar.update(step, 50)
         if clf is None or step not in grid:
             return
         with torch.no_grad():
@@ -176,37 +186,23 @@ def run_invert_benchmark(
     return InvertBenchmark(rows, result, agreement, int(x.shape[0]), str(dev), header, costs)
 
 
-class _Bar:
-    def __init__(self, total: int, enabled: bool) -> None:
-        from ogan_plugin.demo.train import Progress
-
-        self.progress = Progress(total, 0, "invert bench", enabled)
-
-    def update(self, step: int) -> None:
-        if step:
-            self.progress.update(step, 50)
-
-    def close(self) -> None:
-        self.progress.close()
-
-
 def format_report(bench: InvertBenchmark) -> str:
     """The table (start, steps, MSE, class agreement, seconds), the goal's figures, and the
     same ratio when the baselines stop earlier (at each grid step)."""
     r = bench.result
-    m = r.match
+    m = bench.at(r.budget)
     lines = [bench.header, "", f"{'start':12s} {'steps':>6s} {'MSE':>9s} {'agreement':>10s} {'seconds':>9s}"]
     for row in bench.rows:
         agree = "-" if row["class_agreement"] is None else f"{row['class_agreement']:.1%}"
         lines.append(f"{row['start']:12s} {row['steps']:6d} {row['mse']:9.5f} {agree:>10s} {row['seconds']:9.2f}")
     lines += ["", f"best non-encoder start: {m.baseline}, MSE {m.target:.5f} after {m.steps} steps "
-                  f"({bench.seconds(m.baseline, m.steps):.1f} s)"]
+                  f"({m.seconds:.1f} s)"]
     if m.encoder_steps is None:
         lines.append(f"the encoder start does not reach it in {r.budget} steps "
                      f"(MSE {r.curves['encoder'][-1]:.5f} after {r.budget}): no step ratio")
     else:
         lines.append(f"the encoder start reaches it after {m.encoder_steps} steps: step ratio {m.ratio:.1f}x, "
-                     f"wall-time ratio {_time_ratio(bench, m):.1f}x")
+                     f"wall-time ratio {m.time_ratio:.1f}x")
     enc = bench.agreement.get("encoder")
     if enc:
         at = [s for s in sorted(enc) if m.encoder_steps is not None and s >= m.encoder_steps][:1] + [r.budget]
@@ -218,16 +214,12 @@ def format_report(bench: InvertBenchmark) -> str:
     lines += ["", "equal quality when the non-encoder starts stop earlier (time ratio from the interleaved costs):",
               f"{'their steps':>11s} {'best MSE':>9s} {'by':>8s} {'encoder steps':>13s} {'ratio':>7s} {'time ratio':>10s}"]
     for steps in [s for s in GRID if 1 <= s <= r.budget]:
-        q = r.at(steps)
+        q = bench.at(steps)
         enc_steps = "never" if q.encoder_steps is None else str(q.encoder_steps)
         ratio = "-" if q.ratio is None else f"{q.ratio:.1f}x"
-        time_ratio = "-" if q.encoder_steps is None else f"{_time_ratio(bench, q):.1f}x"
+        time_ratio = "-" if q.time_ratio is None else f"{q.time_ratio:.1f}x"
         lines.append(f"{steps:11d} {q.target:9.5f} {q.baseline:>8s} {enc_steps:>13s} {ratio:>7s} {time_ratio:>10s}")
     return "\n".join(lines)
-
-
-def _time_ratio(bench: InvertBenchmark, q: Any) -> float:
-    return bench.seconds(q.baseline, q.steps) / bench.seconds("encoder", q.encoder_steps)
 
 
 def write_csv(bench: InvertBenchmark, path: str) -> None:

@@ -35,7 +35,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ogan_plugin.bench.timing import device_name, median_seconds, parse_device, sig
+from ogan_plugin.bench.timing import device_name, median_seconds, sig
+from ogan_plugin.checks import check_int
+from ogan_plugin.networks import parse_device
 
 __all__ = ["BenchRow", "parse_sizes", "copy_bandwidth", "run_kernel_benchmark", "format_table", "write_csv", "plot"]
 
@@ -150,10 +152,9 @@ def run_kernel_benchmark(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    for name, v, low in (("iters", iters, 1), ("warmup", warmup, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    dev = parse_device(device)
+    check_int("iters", iters, 1)
+    check_int("warmup", warmup, 0)
+    dev = parse_device(device, "device", ("cpu", "cuda"))
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         raise ValueError(f"unknown ops {unknown}; known: {list(BENCH_OPS)}")

@@ -32,8 +32,10 @@ import torch
 import torch.nn as nn
 
 from ogan_plugin.bench.timing import sync
-from ogan_plugin.head import wrap
+from ogan_plugin.checks import check_int
+from ogan_plugin.head import Decomposition, wrap
 from ogan_plugin.losses import OGANLoss, pixel_distance, qp_d_loss, qp_g_loss
+from ogan_plugin.networks import parse_device
 from ogan_plugin.training import SingleLossStep
 
 __all__ = ["DEFAULT_VARIANTS", "VARIANTS", "dcgan32_pair", "run_step_benchmark"]
@@ -70,8 +72,10 @@ def _alternating(G: nn.Module, D: nn.Module, z_dim: int, ogan: bool, freeze: boo
     opt_d, opt_g = _rmsprop(D.parameters()), _rmsprop(G.parameters())
     crit = OGANLoss("qp", 0.5) if ogan else None
 
-    def score_or_raw(x: torch.Tensor) -> torch.Tensor:
-        return D.decompose(x).raw if ogan else D(x).view(-1)
+    def score_or_raw(x: torch.Tensor) -> torch.Tensor | Decomposition:
+        # O-GAN: the decomposition, so the adversarial terms see the score D's output gives
+        # (here a plain D: the head's mean, as the raw outputs alone would give)
+        return D.decompose(x) if ogan else D(x).view(-1)
 
     def step(x: torch.Tensor) -> None:
         z = torch.randn(x.shape[0], z_dim, device=x.device)
@@ -150,16 +154,16 @@ def run_step_benchmark(
     if timer == "cpu" and device != "cpu":
         raise ValueError("timer='cpu' measures host CPU time: use it with device='cpu'")
     clock = time.perf_counter if timer == "wall" else time.process_time
-    for name, v, low in (("iters", iters, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 2)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    check_int("iters", iters, 1)
+    check_int("warmup", warmup, 0)
+    check_int("batch_size", batch_size, 2)
     names = list(DEFAULT_VARIANTS if variants is None else variants)
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     if "plain_alternating" not in names:
         names.insert(0, "plain_alternating")
-    dev = torch.device(device)
+    dev = parse_device(device, "device", ("cpu", "cuda"))
 
     torch.manual_seed(seed)
     G0, D0 = dcgan32_pair(z_dim)

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: device parsing, synchronisation, medians.
+"""Timing helpers shared by the benchmarks: synchronisation, medians, headers.
 
 Wall clock (``time.perf_counter``) on the CPU; CUDA events around several calls on a GPU,
 optionally after flushing the L2 cache.
@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["sync", "median_seconds", "flush_l2_cache", "parse_device", "device_name", "sig"]
+__all__ = ["sync", "median_seconds", "flush_l2_cache", "device_name", "sig"]
 
 
 def sync(device: torch.device) -> None:
@@ -85,19 +85,6 @@ def flush_l2_cache(device: torch.device) -> None:
 def sig(x: float) -> float:
     """``x`` rounded to 4 significant digits (for tables and CSV files)."""
     return float(f"{x:.4g}")
-
-
-def parse_device(text: str) -> torch.device:
-    """``text`` as a cpu/cuda ``torch.device``; ``ValueError`` for anything else or a missing GPU."""
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {text!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device")
-    return dev
 
 
 def device_name(dev: torch.device) -> str:

@@ -48,8 +48,10 @@ from typing import Any, Optional
 
 import torch
 
+from ogan_plugin.checks import check_int
 from ogan_plugin.cli import CommandError
-from ogan_plugin.demo.train import CHECKPOINT, CheckpointError, read_checkpoint
+from ogan_plugin.demo.train import CHECKPOINT, DEFAULT_OUT, CheckpointError, read_checkpoint
+from ogan_plugin.networks import parse_device
 
 __all__ = ["configure", "run", "DEFAULTS", "TRAINING_OPTIONS"]
 
@@ -76,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "data": None,
     "device": "auto",
     "threads": None,
-    "out": "ogan-demo",
+    "out": DEFAULT_OUT,
     "checkpoint_every": 500,
     "eval_samples": 1000,
 }
@@ -151,9 +153,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _validate(cfg: dict[str, Any]) -> None:
     def positive_int(name: str, lo: int = 1) -> None:
-        v = cfg[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"--{name.replace('_', '-')} must be an int >= {lo}, got {v!r}")
+        check_int(f"--{name.replace('_', '-')}", cfg[name], lo)
 
     for name, lo in (("steps", 1), ("batch_size", 2), ("z_dim", 2), ("width", 1), ("checkpoint_every", 1),
                      ("eval_samples", 10), ("translate", 0)):
@@ -177,18 +177,6 @@ def _validate(cfg: dict[str, Any]) -> None:
     get_loss(cfg["loss"])
     if cfg["routing"] not in ROUTINGS:
         raise ValueError(f"--routing must be one of {ROUTINGS}, got {cfg['routing']!r}")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
-    return dev
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -285,7 +273,7 @@ def _prepare(args: argparse.Namespace):
             cfg[k] = saved.get(k, _BEFORE_OPTION.get(k, cfg[k]))
     try:
         _validate(cfg)
-        device = _device(cfg["device"])
+        device = parse_device(cfg["device"], "--device")
         data, sp = _load_data(cfg)
         out.mkdir(parents=True, exist_ok=True)
     except (ValueError, TypeError, OSError) as exc:  # bad options or data: the messages name them

@@ -40,13 +40,11 @@ import numpy as np
 import torch
 
 from ogan_plugin.cli import CommandError
-from ogan_plugin.demo.train import CHECKPOINT
+from ogan_plugin.demo.train import DEFAULT_CHECKPOINT
+from ogan_plugin.networks import parse_device
 from ogan_plugin.reconstruction import DEFAULT_LR
 
-__all__ = ["configure", "run", "write_outputs"]
-
-#: default checkpoint: where ``ogan-plugin demo`` writes it
-DEFAULT_CHECKPOINT = f"ogan-demo/{CHECKPOINT}"
+__all__ = ["configure", "run", "write_outputs", "DEFAULT_CHECKPOINT"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +115,6 @@ def _load_inputs(inputs: list[str], channels: int, size: int, convert: bool) -> 
 
 def run(args: argparse.Namespace) -> int:
     """``ogan-plugin invert``: load, check, invert, then write every file."""
-    from ogan_plugin.demo.command import _device
     from ogan_plugin.demo.train import CheckpointError, Progress, load_pair
 
     _check_options(args)
@@ -125,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {str(out)!r} is a file; give a folder (it is created if missing)")
     try:
-        device = _device(args.device)
+        device = parse_device(args.device, "--device")
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     if args.threads is not None:
@@ -171,8 +168,8 @@ def write_outputs(out: Path, generator: Any, x: torch.Tensor, names: list[str], 
     """Write ``inversions.png``, ``codes.npz`` and ``losses.csv`` for ``result`` (an
     :class:`ogan_plugin.Inversion` of ``x``) into ``out``: each file is written to a
     temporary name first and moved in place, so a failure leaves no half-written file."""
-    from ogan_plugin.evaluate import eval_mode
     from ogan_plugin.images import image_grid
+    from ogan_plugin.networks import eval_mode
 
     n = min(grid, x.shape[0])
     with torch.no_grad(), eval_mode(generator):

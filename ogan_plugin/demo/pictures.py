@@ -18,8 +18,9 @@ def save_samples(G: nn.Module, path: Path, z_dim: int, seed: int) -> None:
 
 
 def save_pictures(G: nn.Module, D, sp, history: dict[str, list[float]], out: Path, z_dim: int, seed: int) -> None:
-    from ogan_plugin.evaluate import eval_mode, reconstruct_batched
+    from ogan_plugin.evaluate import reconstruct_batched
     from ogan_plugin.images import save_curves, save_grid
+    from ogan_plugin.networks import eval_mode
     from ogan_plugin.reconstruction import interpolate
 
     save_samples(G, out / "samples.png", z_dim, seed)

@@ -19,6 +19,13 @@ from torch import Tensor
 #: the checkpoint's file name inside the output folder
 CHECKPOINT = "checkpoint.pt"
 
+#: the demo's default output folder (``ogan-plugin demo --out``)
+DEFAULT_OUT = "ogan-demo"
+
+#: where ``ogan-plugin demo`` writes its checkpoint by default: the default ``--checkpoint``
+#: of ``ogan-plugin invert`` and ``ogan-plugin bench --invert``
+DEFAULT_CHECKPOINT = f"{DEFAULT_OUT}/{CHECKPOINT}"
+
 #: the format of the checkpoints :func:`train_ogan` writes (``format_version`` entry).  Raise
 #: it when a change makes older code misread new checkpoints; :func:`read_checkpoint` refuses
 #: newer formats.  Checkpoints from before the field existed read as format 0.
@@ -100,6 +107,10 @@ def load_pair(path: Path, device: Any = "cpu") -> DemoPair:
     """Rebuild the generator and the wrapped discriminator of the demo checkpoint at ``path``
     on ``device`` (networks from the checkpoint's configuration, weights loaded), in eval mode.
 
+    The caller's random state is left as it was: the networks are built under a fork of
+    torch's CPU generator (building them seeds it, as training does, and wrapping draws
+    the widened head's first weights from it).
+
     Raises:
         CheckpointError: as :func:`read_checkpoint`, or the weights do not fit the networks
             this version builds from the checkpoint's configuration.
@@ -110,8 +121,11 @@ def load_pair(path: Path, device: Any = "cpu") -> DemoPair:
     cfg = state["config"]
     try:
         channels, size, _ = _image_shape(state["generator"])
-        G, D = build_pair(cfg, size, channels, torch.device("cpu"))
-        D = ogan_plugin.wrap(D, cfg["z_dim"])
+        # building seeds torch's generator and widening the head draws from it: under a fork
+        # (of the CPU generator only: the nets are built on the CPU) the caller's state is kept
+        with torch.random.fork_rng(devices=[]):
+            G, D = build_pair(cfg, size, channels, torch.device("cpu"))
+            D = ogan_plugin.wrap(D, cfg["z_dim"])
         D.load_state_dict(state["discriminator"])
         ema = (state.get("trainer") or {}).get("ema")
         G.load_state_dict(ema["module"] if ema else state["generator"])
@@ -126,6 +140,9 @@ def load_pair(path: Path, device: Any = "cpu") -> DemoPair:
 
 # --- models and training ----------------------------------------------------------------------
 def build_pair(cfg: dict[str, Any], image_size: int, channels: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The demo's generator and (unwrapped) discriminator for ``cfg``, initialised from
+    ``cfg["seed"]``: this seeds torch's global generator (the training runs' reproducible
+    start); :func:`load_pair` builds under a fork of it."""
     from ogan_plugin.demo.models import Discriminator, Generator
 
     torch.manual_seed(cfg["seed"])
@@ -177,6 +194,16 @@ class _Batches:
 
 
 class Progress:
+    """A tqdm bar on stderr counting steps (the demo's tools share it), or nothing when
+    not ``enabled``.
+
+    Args:
+        total: steps in all.
+        initial: steps already done (a resumed run).
+        desc: the bar's label.
+        enabled: False: every method is a no-op (``--no-progress``; tqdm is not imported).
+    """
+
     def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
         self.bar = None
         if enabled:
@@ -185,6 +212,7 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def update(self, step: int, every: int, **values: float) -> None:
+        """Advance by one step; every ``every`` steps show ``values`` beside the bar."""
         if self.bar is None:
             return
         self.bar.update(1)

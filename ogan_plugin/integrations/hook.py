@@ -65,7 +65,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.correlation import pearson_correlation
-from ogan_plugin.head import OGANDiscriminator, OGANHead
+from ogan_plugin.head import OGANDiscriminator, OGANHead, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.losses import check_corr_weights
 
@@ -120,14 +120,21 @@ class _Relay:
     Deep copies of the module (an EMA generator, ``copy.deepcopy(netD)``) share this
     relay but are not its owner, so their calls are ignored instead of disturbing the
     record of the original networks.
+
+    DataParallel over several GPUs runs replicas of the module (copies that share its
+    hooks); their calls are ignored too (each sees a slice of the batch on another
+    device), and ``on_replica`` is called so that the hook can warn that it adds nothing.
     """
 
-    def __init__(self, owner: nn.Module, fn: Callable[..., Any]) -> None:
+    def __init__(self, owner: nn.Module, fn: Callable[..., Any], on_replica: Callable[[], None]) -> None:
         self.owner = weakref.ref(owner)
         self.fn = fn
+        self.on_replica = on_replica
 
     def __call__(self, module: nn.Module, *args: Any) -> Any:
         if module is not self.owner():
+            if getattr(module, "_is_replica", False):
+                self.on_replica()
             return None
         return self.fn(module, *args)
 
@@ -135,18 +142,26 @@ class _Relay:
         return self
 
 
-def _as_wrapped(discriminator: nn.Module) -> OGANDiscriminator:
-    d = discriminator
-    if isinstance(d, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        d = d.module
-    if isinstance(d, OGANDiscriminator):
-        return d
-    if isinstance(d, nn.Module):
+_CONTAINERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+
+
+def _hooked(discriminator: Any) -> OGANDiscriminator:
+    """The wrapped discriminator that hook mode hooks: ``discriminator`` itself, or the one
+    inside ``DistributedDataParallel`` / ``DataParallel``.
+
+    Hooks go on the wrapped module itself, not on :func:`~ogan_plugin.head.as_wrapped`'s
+    view through DDP: the container calls that module's forward, so its hooks fire for
+    calls through the container too, and ``wrap(D, z, generator=G)`` before ``DDP(...)``
+    and ``attach(DDP(...))`` find the same hook.  ``as_wrapped`` checks what is inside
+    (the one check of "is it wrapped", its message naming ``discriminator``).
+    """
+    inner = discriminator.module if isinstance(discriminator, _CONTAINERS) else discriminator
+    try:
+        return as_wrapped(inner, "discriminator")
+    except TypeError as exc:
         raise TypeError(
-            "discriminator must be wrapped first: netD = ogan_plugin.wrap(netD, z_dim=nz, generator=netG) "
-            f"(got a plain {type(d).__name__})"
-        )
-    raise TypeError(f"discriminator must be an OGANDiscriminator, got {type(discriminator).__name__}")
+            f"{exc}. Hook mode needs it wrapped first: netD = ogan_plugin.wrap(netD, z_dim=nz, generator=netG)"
+        ) from None
 
 
 def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[float, float]:
@@ -198,12 +213,13 @@ class OGANHook:
         self._stack: list[Optional[tuple[_Record, float]]] = []
         self._unmatched_grad_calls = 0
         self._warned = False
-        inner = discriminator.discriminator
+        self._warned_replica = False
+        inner, head, seen = discriminator.discriminator, discriminator.head, self._on_replica
         self._handles = [
-            generator.register_forward_hook(_Relay(generator, self._on_generator), with_kwargs=True),
-            inner.register_forward_pre_hook(_Relay(inner, self._on_d_enter)),
-            inner.register_forward_hook(_Relay(inner, self._on_d_exit), always_call=True),
-            discriminator.head.register_forward_hook(_Relay(discriminator.head, self._on_head)),
+            generator.register_forward_hook(_Relay(generator, self._on_generator, seen), with_kwargs=True),
+            inner.register_forward_pre_hook(_Relay(inner, self._on_d_enter, seen)),
+            inner.register_forward_hook(_Relay(inner, self._on_d_exit, seen), always_call=True),
+            head.register_forward_hook(_Relay(head, self._on_head, seen)),
         ]
 
     # -- public ---------------------------------------------------------------------------
@@ -224,7 +240,7 @@ class OGANHook:
     @staticmethod
     def of(discriminator: nn.Module) -> Optional["OGANHook"]:
         """The hook attached to ``discriminator`` (wrapped, or DDP around it), or None."""
-        wrapped = _as_wrapped(discriminator)
+        wrapped = _hooked(discriminator)
         hook = getattr(wrapped, "_ogan_hook", None)
         return hook if hook is not None and hook.discriminator is wrapped else None
 
@@ -253,6 +269,17 @@ class OGANHook:
         return f"OGANHook(corr_weight={self.corr_weight}{g}, calls={self.calls}, {state})"
 
     # -- hooks ----------------------------------------------------------------------------
+    def _on_replica(self) -> None:
+        if not self._warned_replica:
+            self._warned_replica = True
+            warnings.warn(
+                "ogan_plugin hook mode: a DataParallel replica of a hooked network ran (DataParallel over "
+                "several GPUs); hook mode watches the original modules only, so no correlation term is "
+                "added. Use DistributedDataParallel (one process per GPU), or single_loss / SingleLossStep",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     def _on_generator(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         prev = self._record
         if prev is not None and prev.with_grad and prev.matches == 0 and self._unmatched_grad_calls and not self._warned:
@@ -343,7 +370,8 @@ def attach(
 
     Args:
         discriminator: a wrapped discriminator (:func:`ogan_plugin.wrap`), or a
-            ``DistributedDataParallel`` / ``DataParallel`` around one.
+            ``DistributedDataParallel`` / ``DataParallel`` around one (DataParallel on one
+            device, or none: over several GPUs it runs replicas that hooks cannot watch).
         generator: the generator; its first positional argument is taken as z.
         corr_weight: lambda in ``-lambda * mean(rho)`` (0.5 in the official code).
         corr_weight_g: lambda for the generator's step, i.e. calls on the fake itself
@@ -355,12 +383,22 @@ def attach(
         backend: force a correlation backend by name.
 
     Returns:
-        The :class:`OGANHook` (a context manager; ``hook.last_rho`` for logging).
+        The :class:`OGANHook` (a context manager; ``hook.last_rho`` for logging).  Attaching
+        again with the same generator, weights and scaler returns the attached hook.
 
-    Attaching again with the same generator and weight returns the attached hook; with
-    another generator or weight it raises ``ValueError`` (call :func:`detach` first).
+    Raises:
+        TypeError: ``discriminator`` is not wrapped, ``generator`` is not an ``nn.Module``
+            or ``scaler`` is not a GradScaler.
+        ValueError: a hook with another generator, weight or scaler is attached (call
+            :func:`detach` first), a bad weight, or DataParallel over several GPUs.
     """
-    wrapped = _as_wrapped(discriminator)
+    if isinstance(discriminator, nn.DataParallel) and len(discriminator.device_ids) > 1:
+        raise ValueError(
+            f"discriminator: DataParallel over {len(discriminator.device_ids)} GPUs runs replicas of the "
+            "networks, which hook mode does not see (no correlation term would be added); use "
+            "DistributedDataParallel (one process per GPU), or DataParallel on one device"
+        )
+    wrapped = _hooked(discriminator)
     weights = _check_args(generator, corr_weight, corr_weight_g, scaler)
     existing = OGANHook.of(wrapped)
     if existing is not None:

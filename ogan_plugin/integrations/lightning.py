@@ -43,13 +43,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "with pip install 'ogan-plugin[lightning]'"
     ) from exc
 
-from ogan_plugin.evaluate import eval_mode
 from ogan_plugin.head import OGANDiscriminator, wrap
 from ogan_plugin.images import tile
 from ogan_plugin.integrations.hook import OGANHook, attach
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.labels import label_args
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights
+from ogan_plugin.networks import eval_mode
 from ogan_plugin.training import ROUTINGS, single_loss
 
 __all__ = ["OGANModule", "OGANCallback", "image_grid_tensor"]

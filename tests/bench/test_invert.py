@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from ogan_plugin import cli
-from ogan_plugin.bench.invert import GRID
+from ogan_plugin.bench.invert import GRID, InvertBenchmark, format_report
 from ogan_plugin.demo.train import CHECKPOINT
+from ogan_plugin.evaluate import StepsToQuality
 
 FAST = ["--width", "8", "--batch-size", "16", "--eval-samples", "100", "--no-progress", "--threads", "1"]
 
@@ -50,3 +51,30 @@ def test_bench_invert_refuses_bad_options_and_checkpoints(checkpoint, tmp_path, 
     assert "--budget must be an int >= 1" in fails("--checkpoint", str(checkpoint), "--budget", "0")
     assert "--lr must be > 0" in fails("--checkpoint", str(checkpoint), "--lr", "0")
     assert "no checkpoint at" in fails("--checkpoint", str(tmp_path / "none.pt"))
+
+
+def test_the_report_times_by_the_interleaved_costs_through_quality_match():
+    curves = {"encoder": [5.0, 3.0, 2.0, 1.0, 1.0], "random": [8.0, 7.0, 5.0, 2.5, 1.5], "mean": [9.0, 6.0, 4.0, 3.0, 2.0]}
+    own_clock = {k: [100.0 * (t + 1) for t in range(5)] for k in curves}  # the runs' clock: the CSV's seconds
+    result = StepsToQuality(4, curves, own_clock)
+    costs = {"encoder": (0.5, 1.0), "random": (1.0, 4.0), "mean": (0.25, 0.5)}
+    bench = InvertBenchmark([], result, {}, 3, "cpu", "header", costs)
+    m = bench.at(4)
+    assert m == result.at(4, bench.seconds) and (m.seconds, m.encoder_seconds) == (17.0, 3.5)
+    assert result.match.time_ratio == 500.0 / 400.0  # the same definition on the runs' own clock
+    report = format_report(bench)
+    assert "MSE 1.50000 after 4 steps (17.0 s)" in report
+    assert "after 3 steps: step ratio 1.3x, wall-time ratio 4.9x" in report  # 17 / 3.5
+    assert f"{2:11d} {4.0:9.5f} {'mean':>8s} {'1':>13s} {'2.0x':>7s} {'0.8x':>10s}" in report  # 1.25 / 1.5
+
+
+def test_bench_invert_and_invert_default_to_the_demos_checkpoint():
+    import argparse
+
+    from ogan_plugin.bench.invert import add_arguments
+    from ogan_plugin.demo import invert as invert_command
+    from ogan_plugin.demo.command import DEFAULTS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).checkpoint == invert_command.DEFAULT_CHECKPOINT == f"{DEFAULTS['out']}/{CHECKPOINT}"

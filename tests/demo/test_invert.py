@@ -73,6 +73,21 @@ def test_invert_writes_the_grid_the_codes_and_the_losses(checkpoint, inputs, tmp
     np.testing.assert_allclose(codes["encoder"], start.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_load_pair_leaves_the_callers_random_state_alone(checkpoint):
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    want = torch.rand(5)  # what the caller draws next without load_pair in between
+    torch.set_rng_state(state)
+    first = load_pair(checkpoint)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(torch.rand(5), want)
+    # the weights are the checkpoint's, whatever the caller's state (building seeds a fork)
+    torch.manual_seed(99)
+    again = load_pair(checkpoint)
+    for a, b in zip(first.discriminator.state_dict().values(), again.discriminator.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_steps_0_gives_the_encoder_codes_only(checkpoint, inputs, tmp_path):
     out = tmp_path / "codes"
     assert cli.main(["invert", "--checkpoint", str(checkpoint), *inputs, "--out", str(out), "--steps", "0", *QUICK]) == 0

@@ -327,3 +327,65 @@ def test_generator_input_of_the_wrong_width_is_named() -> None:
     with pytest.raises(ValueError, match=r"z \(the generator's input\) has shape \(4, 17\).*z_dim=16"):
         G(torch.randn(4, NZ + 1, dtype=torch.float64))
     ogan_plugin.detach(D)
+
+
+# --- DataParallel: the hooks fire through it when it runs the module itself -----------------
+def netd_only_grads(netD: nn.Module, G: nn.Module, z: torch.Tensor, x: torch.Tensor):
+    """The DCGAN loop's three calls, all through ``netD`` itself (no decompose)."""
+    bce, fake, n = nn.BCELoss(), G(z), len(x)
+    netD.zero_grad()
+    G.zero_grad()
+    loss_d = bce(netD(x).view(-1), torch.ones(n, dtype=x.dtype)) + bce(netD(fake.detach()).view(-1), torch.zeros(n, dtype=x.dtype))
+    loss_d.backward()
+    d_grads = [p.grad.clone() for p in netD.parameters()]
+    netD.zero_grad()
+    bce(netD(fake).view(-1), torch.ones(n, dtype=x.dtype)).backward()
+    return d_grads, [p.grad.clone() for p in G.parameters()]
+
+
+def test_hook_mode_works_through_dataparallel_on_one_device() -> None:
+    G, D = mlp_pair()
+    W = ogan_plugin.wrap(D, z_dim=NZ)
+    torch.manual_seed(2)
+    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    want_d, want_g = alternating_grads(G, W, z, x, explicit_weight=0.3)
+    netD = nn.DataParallel(W)  # on a CPU-only machine: no devices, it calls W itself (as on one GPU)
+    assert len(netD.device_ids) <= 1
+    with ogan_plugin.attach(netD, G, corr_weight=0.3) as hook:
+        assert OGANHook.of(netD) is hook is OGANHook.of(W)  # the hook lives on the wrapped D inside
+        got_d, got_g = netd_only_grads(netD, G, z, x)
+        assert hook.calls == 2
+    for a, b in zip(got_d + got_g, want_d + want_g):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_hook_mode_refuses_dataparallel_over_several_gpus_and_warns_on_replicas() -> None:
+    import warnings
+
+    G, D = mlp_pair()
+    W = ogan_plugin.wrap(D, z_dim=NZ)
+    several = nn.DataParallel(W)
+    several.device_ids = [0, 1]  # what DataParallel holds on a 2-GPU machine
+    with pytest.raises(ValueError, match="discriminator: DataParallel over 2 GPUs runs replicas"):
+        ogan_plugin.attach(several, G)
+    # wrapped with generator= first, put in DataParallel later: its replicas call the shared
+    # hooks, which ignore them (another device, a slice of the batch) and say so once
+    hook = ogan_plugin.attach(W, G)
+    replica = W.discriminator._replicate_for_data_parallel()  # what DataParallel runs per GPU
+    x = torch.randn(4, 12, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="a DataParallel replica of a hooked network ran"):
+        replica(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        replica(x)  # once per hook
+    assert hook.calls == 0
+    ogan_plugin.detach(W)
+
+
+def test_hook_mode_errors_name_the_discriminator() -> None:
+    G, D = mlp_pair()
+    for bad in (D, nn.DataParallel(D), "D"):
+        with pytest.raises(TypeError, match=r"^discriminator must be an OGANDiscriminator .*wrapped first"):
+            ogan_plugin.attach(bad, G)
+        with pytest.raises(TypeError, match=r"^discriminator must be an OGANDiscriminator"):
+            OGANHook.of(bad)
