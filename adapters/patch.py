@@ -25,6 +25,10 @@ To use another reduction on a wrapped discriminator::
     from ogan_plugin.adapters.patch import set_patch_reduction
     set_patch_reduction(D, "mean")
 
+The reduction is saved with the head: ``state_dict()`` names it (:func:`reduction_name`),
+``load_state_dict`` restores it (:func:`reduction_named`); a function of your own cannot be
+saved, so set it again before loading such a checkpoint.
+
 A reduction is any function ``(B, z_dim, *spatial) -> (B, z_dim)``.  It only chooses
 what the code reads: the head shifts each reduced row so that its mean is the mean of
 the patch scores, so the score the adversarial losses see (``decompose(x).score``) and
@@ -34,15 +38,16 @@ D's output map are the same whatever the reduction.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Generator, Optional, Union
+from typing import Any, Callable, Generator, Optional, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin.checks import named_or_callable
-from ogan_plugin.head import CONV_TYPES, Adaptation, OGANDiscriminator, OGANHead, _accumulate
+from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, as_wrapped
 from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.scores import _accumulate
 
 __all__ = [
     "DEFAULT_REDUCTION",
@@ -51,6 +56,8 @@ __all__ = [
     "patch_mean",
     "patch_positional",
     "positional_weights",
+    "reduction_name",
+    "reduction_named",
     "set_patch_reduction",
 ]
 
@@ -111,13 +118,17 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 DEFAULT_REDUCTION = "positional"
 
 
-def set_patch_reduction(
-    wrapped_discriminator: OGANDiscriminator, reduction: Union[str, Callable[[Tensor], Tensor]]
-) -> None:
+def set_patch_reduction(wrapped_discriminator: Any, reduction: Union[str, Callable[[Tensor], Tensor]]) -> None:
     """Choose how a wrapped patch discriminator's map becomes the per-sample raw output.
 
+    The choice is saved with the head: ``state_dict()`` names it, ``load_state_dict``
+    restores it (a custom function cannot be saved: set it again before loading, see
+    :meth:`ogan_plugin.head.OGANHead.set_extra_state`).
+
     Args:
-        wrapped_discriminator: from :func:`ogan_plugin.wrap`, with a convolution head.
+        wrapped_discriminator: from :func:`ogan_plugin.wrap`, with a convolution head; or
+            ``DistributedDataParallel`` around one (``accelerator.prepare``'s result), or
+            its view :func:`~ogan_plugin.head.as_wrapped`.
         reduction: a name of :data:`REDUCTIONS` (``"positional"``, ``"mean"``, ``"max"``) or a function
             ``(B, z_dim, *spatial) -> (B, z_dim)``.
 
@@ -125,18 +136,72 @@ def set_patch_reduction(
         TypeError: not a wrapped discriminator, or ``reduction`` is neither a name nor callable.
         ValueError: unknown name, or the head is not a convolution.
     """
-    if not isinstance(wrapped_discriminator, OGANDiscriminator):
-        raise TypeError(
-            "wrapped_discriminator must be an OGANDiscriminator (from ogan_plugin.wrap), got "
-            f"{type(wrapped_discriminator).__name__}"
-        )
-    head = wrapped_discriminator.head
+    wrapped = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
+    head = wrapped.head
     if not isinstance(head.layer, CONV_TYPES):
         raise ValueError(
-            f"the head {wrapped_discriminator.head_path!r} is a {type(head.layer).__name__}, not a convolution: "
+            f"the head {wrapped.head_path!r} is a {type(head.layer).__name__}, not a convolution: "
             "it yields one row per sample and has no patches to reduce"
         )
     head.patch_reduction = named_or_callable("reduction", reduction, REDUCTIONS, "a function (B, z, *spatial) -> (B, z)")
+
+
+def reduction_name(reduction: Optional[Callable[[Tensor], Tensor]]) -> Union[None, str, dict[str, str]]:
+    """How a head's ``state_dict()`` names its patch reduction.
+
+    Args:
+        reduction: a head's ``patch_reduction``.
+
+    Returns:
+        Its key in :data:`REDUCTIONS`; None for no reduction (a linear head); for any other
+        function ``{"custom": "module.qualified_name"}`` (a state dict cannot hold a
+        function; a name longer than 100 characters keeps its end, after ``"..."``).
+    """
+    if reduction is None:
+        return None
+    for name, fn in REDUCTIONS.items():
+        if fn is reduction:
+            return name
+    module = getattr(reduction, "__module__", None) or "?"
+    label = f"{module}.{getattr(reduction, '__qualname__', type(reduction).__name__)}"
+    return {"custom": label if len(label) <= 100 else "..." + label[-97:]}
+
+
+def reduction_named(
+    name: Union[None, str, dict[str, str]], current: Optional[Callable[[Tensor], Tensor]]
+) -> Optional[Callable[[Tensor], Tensor]]:
+    """The patch reduction a state dict names (what :func:`reduction_name` returned).
+
+    Args:
+        name: a key of :data:`REDUCTIONS`, None, or ``{"custom": ...}``.
+        current: the reduction the head has now; kept for a custom function, which a state
+            dict cannot hold, when it is itself a custom function (set before loading).
+
+    Returns:
+        The reduction to use.
+
+    Raises:
+        ValueError: ``name`` is not a key of :data:`REDUCTIONS`, or names a custom function
+            while ``current`` is not one.
+    """
+    if name is None:
+        return None
+    if isinstance(name, str):
+        if name not in REDUCTIONS:
+            raise ValueError(
+                f"the state dict's patch reduction {name!r} is not one of REDUCTIONS {sorted(REDUCTIONS)}: add it "
+                "to ogan_plugin.adapters.patch.REDUCTIONS (the same name, the same function) before loading"
+            )
+        return REDUCTIONS[name]
+    if isinstance(name, dict) and isinstance(name.get("custom"), str):
+        if isinstance(reduction_name(current), dict):
+            return current  # the user set the function again before loading
+        raise ValueError(
+            f"the state dict was saved with the custom patch reduction {name['custom']}, which a state dict "
+            "cannot hold: wrap the discriminator, call set_patch_reduction(D, that function), then "
+            "load_state_dict (OGANDiscriminator.from_state_dict cannot restore it)"
+        )
+    raise ValueError(f"a patch reduction in a state dict is a name, None or {{'custom': ...}}, got {name!r}")
 
 
 @hookimpl(wrapper=True)

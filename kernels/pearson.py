@@ -70,7 +70,7 @@ import torch
 from torch import Tensor
 
 from ogan_plugin.hookspecs import hookimpl
-from ogan_plugin.registry import Backend
+from ogan_plugin.registry import NOT_PROBED, Backend
 
 #: Norm floor of the correlation (see the module docstring).
 EPS = 1e-6
@@ -209,15 +209,16 @@ def triton_probe(device_type: str) -> Optional[str]:
     warning and ``ogan-plugin plugins`` shows the reason.  It launches the forward kernel
     on a perfectly correlated 1 x 2 row on the current device and checks rho == 1.
 
-    During CUDA-graph capture nothing can be launched and read back, so a first call made
-    while capturing skips the probe (and the backend counts as available).
+    During CUDA-graph capture nothing can be launched and read back, so a call made while
+    capturing answers :data:`~ogan_plugin.registry.NOT_PROBED`: the backend counts as
+    available for that call, nothing is cached, and the next call outside capture probes.
     """
     if device_type != "cuda":
         return None
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     if torch.cuda.is_current_stream_capturing():
-        return None
+        return NOT_PROBED
     try:
         value = _probe_launch(torch.device("cuda", torch.cuda.current_device()))
     except Exception as exc:  # what a broken environment raises varies: report it, do not crash

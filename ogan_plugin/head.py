@@ -11,6 +11,7 @@ kind of score as before.  The head keeps its last raw output for :meth:`decompos
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.scores import ScoreChoice, check_score_choice, pick_score
+from ogan_plugin.scores import ScoreChoice, _accumulate, check_score_choice, pick_score
 
 __all__ = [
     "Adaptation",
@@ -35,11 +36,6 @@ __all__ = [
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _accumulate(t: Tensor) -> Tensor:
-    """``t`` in its reduction dtype: float32, or float64 when it already is."""
-    return t if t.dtype == torch.float64 else t.float()
-
-
 class OGANHead(nn.Module):
     """A widened head: ``raw = output_scale * layer(h)``, returning ``mean(raw)``.
 
@@ -51,8 +47,13 @@ class OGANHead(nn.Module):
     :meth:`OGANDiscriminator.decompose` reads) is always ``(B, z_dim)``: the row, the
     flattened 1x1 map, or the map reduced over its positions by ``patch_reduction``,
     shifted per row so that ``mean(last_raw)`` is the mean of the patch scores (the
-    reduction chooses the code, never the score the losses see; for the default spatial
-    mean the shift is zero).
+    reduction chooses the code, never the score the losses see; the shift is zero only
+    when the reduction is the plain mean over the patches, ``"mean"``, not for the default
+    ``"positional"``).
+
+    The reduction is saved with the head: ``state_dict()`` holds its name under
+    ``<head>._extra_state`` (see :meth:`get_extra_state`), and ``load_state_dict``
+    restores it.
 
     Args:
         layer: the widened layer with ``z_dim`` outputs (``nn.Linear`` / ``nn.ConvNd``,
@@ -86,6 +87,7 @@ class OGANHead(nn.Module):
         self.patch_reduction = patch_reduction
         self.last_raw: Optional[Tensor] = None
         self.last_score: Optional[Tensor] = None  # what the last forward returned (a score, or a patch map)
+        self.register_load_state_dict_pre_hook(_keep_reduction_without_extra_state)
 
     def forward(self, h: Tensor) -> Tensor:
         out = self.layer(h)
@@ -124,6 +126,46 @@ class OGANHead(nn.Module):
         self.last_score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
         return self.last_score
 
+    def get_extra_state(self) -> Tensor:
+        """What the head's ``state_dict()`` holds besides its tensors: its patch reduction.
+
+        Returns:
+            The UTF-8 text of the JSON object ``{"patch_reduction": NAME}``, padded with
+            zero bytes to :data:`EXTRA_STATE_BYTES`, as a 1-D ``uint8`` tensor: a tensor,
+            so that every checkpoint format holds it (``torch.load(..., weights_only=True)``,
+            safetensors), of one size whatever the name, so that loaders that fill the
+            current state in place (``torch.distributed.checkpoint``) accept it.  ``NAME``
+            is the reduction's key in :data:`ogan_plugin.adapters.patch.REDUCTIONS`,
+            ``null`` for a head without one (a linear head), or
+            ``{"custom": "module.function"}`` for another function, which a state dict
+            cannot hold (see :meth:`set_extra_state`).  Read it with
+            ``json.loads(bytes(t.tolist()).rstrip(b"\\0"))``.
+        """
+        from ogan_plugin.adapters.patch import reduction_name
+
+        data = json.dumps({"patch_reduction": reduction_name(self.patch_reduction)}, ensure_ascii=False).encode()
+        return torch.tensor(list(data.ljust(EXTRA_STATE_BYTES, b"\0")), dtype=torch.uint8)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the patch reduction saved by :meth:`get_extra_state` (called by
+        ``load_state_dict``).
+
+        A state dict saved before the head kept its reduction has no such entry: loading
+        it, strict or not, keeps the head's reduction (the default after :func:`wrap`).
+
+        Args:
+            state: what :meth:`get_extra_state` returned.
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`get_extra_state` returns, names a
+                reduction that :data:`~ogan_plugin.adapters.patch.REDUCTIONS` lacks, or
+                names a custom function while the head has none set (call
+                ``set_patch_reduction(D, function)`` before loading).
+        """
+        from ogan_plugin.adapters.patch import reduction_named
+
+        self.patch_reduction = reduction_named(_decode_extra_state(state)["patch_reduction"], self.patch_reduction)
+
     def __getstate__(self) -> dict[str, Any]:
         # the last forward's output (possibly part of an autograd graph) is not state:
         # copy.deepcopy and pickling would fail on it after a plain forward
@@ -142,6 +184,40 @@ class OGANHead(nn.Module):
     def extra_repr(self) -> str:
         extra = f", patch_reduction={getattr(self.patch_reduction, '__name__', self.patch_reduction)}" if self.patch_reduction else ""
         return f"z_dim={self.z_dim}{extra}"
+
+
+def _decode_extra_state(state: Any) -> dict[str, Any]:
+    """The JSON object :meth:`OGANHead.get_extra_state` encoded (``ValueError`` otherwise)."""
+    try:
+        if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.dim() == 1):
+            raise ValueError
+        data = json.loads(bytes(state.tolist()).rstrip(b"\0").decode("utf-8"))
+        if not isinstance(data, dict) or "patch_reduction" not in data:
+            raise ValueError
+    except ValueError:  # also UnicodeDecodeError and json.JSONDecodeError
+        what = f"a {state.dtype} tensor of shape {tuple(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
+        raise ValueError(
+            "the O-GAN head's '_extra_state' entry must be what OGANHead.get_extra_state() returns "
+            f"(a 1-D uint8 tensor holding JSON text with a 'patch_reduction'), got {what}"
+        ) from None
+    return data
+
+
+def _keep_reduction_without_extra_state(head: "OGANHead", state_dict: dict, prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: a state dict from before the head kept its reduction
+    has no ``<head>._extra_state`` entry; fill in the head's own, so that loading it,
+    strict or not, keeps the reduction the head has."""
+    key = prefix + EXTRA_STATE_KEY
+    if key not in state_dict:
+        state_dict[key] = head.get_extra_state()
+
+
+#: the suffix under which ``state_dict()`` keeps a module's extra state (torch's name)
+EXTRA_STATE_KEY = "_extra_state"
+
+#: the size of :meth:`OGANHead.get_extra_state`'s tensor (a custom reduction's name is
+#: cut to its last 100 characters, so its JSON text always fits)
+EXTRA_STATE_BYTES = 512
 
 
 def conv_spatial_dims(layer: nn.Module) -> Optional[int]:
@@ -359,45 +435,103 @@ class OGANDiscriminator(nn.Module):
 
     The wrapped module is ``self.discriminator`` (the original object, with its head
     replaced in place); its other parameters are the very same tensors as before.
-    ``score_from`` is the rule that picks the losses' score (``wrap(..., score=)``).
+    ``score_from`` is the rule that picks the losses' score (``wrap(..., score=)``); it is
+    checked when set, and a view made by :func:`as_wrapped` reads and sets the rule of the
+    wrapped discriminator inside the DDP module.
 
     A drop-in replacement: public attributes and methods this class does not define
     reach the wrapped network (``wrap(D, 32).label_type`` reads ``D.label_type``;
     ``wrapped.sampler(...)`` calls ``D.sampler``), and assigning such an attribute sets
     it on the wrapped network, so code that sets ``D.alpha`` between forwards keeps
-    working.  Names that start with ``_`` are not forwarded.  The wrapper is not an
+    working.  Names that start with ``_`` and names this class defines are not forwarded
+    (an ``AttributeError`` inside one of its own properties is raised as it is).  The wrapper is not an
     instance of D's class (``isinstance(wrapped, type(D))`` is False; use
     ``wrapped.discriminator``), and its ``state_dict`` keys are D's with the prefix
-    ``discriminator.`` (the head's are ``discriminator.<head>.layer.weight``, ``...bias``
-    and ``discriminator.<head>.output_scale``); see docs/wrapping.md.
+    ``discriminator.`` (the head's are ``discriminator.<head>.layer.weight``, ``...bias``,
+    ``discriminator.<head>.output_scale`` and ``discriminator.<head>._extra_state``, the
+    name of its patch reduction, see :meth:`OGANHead.get_extra_state`); see docs/wrapping.md.
     """
 
-    def __init__(self, discriminator: nn.Module, head_path: str, z_dim: int, score: ScoreChoice = "auto") -> None:
+    def __init__(
+        self, discriminator: nn.Module, head_path: str, z_dim: int, score: Optional[ScoreChoice] = None
+    ) -> None:
         super().__init__()
         self.discriminator = discriminator
         self.head_path = head_path
         self.z_dim = z_dim
-        self.score_from = check_score_choice(score)
-        self._score_cache: dict = {}  # the element "auto" found in a container output
+        if self._rule_owner() is self:
+            self._score_from = check_score_choice("auto" if score is None else score)
+            self._score_memory: dict = {}  # the element "auto" found in a container output
+        elif score is not None:  # a view (as_wrapped): the rule is the wrapped discriminator's
+            self.score_from = score
         # from here on, public names the wrapper lacks are read from / written to D
         # (keep this the last line of __init__: attributes set above stay the wrapper's)
         self.__dict__["_forward_attributes"] = True
 
+    # -- the score rule: the wrapper's own, or for a DDP view the wrapped one's -------------
+    def _rule_owner(self) -> "OGANDiscriminator":
+        """The wrapper whose score rule this one uses: itself, or for a view around
+        DistributedDataParallel (:func:`as_wrapped`) the wrapped discriminator inside."""
+        inner = self._modules.get("discriminator")
+        if isinstance(inner, _PARALLEL) and isinstance(inner.module, OGANDiscriminator):
+            return inner.module
+        return self
+
+    @property
+    def score_from(self) -> ScoreChoice:
+        """The rule that picks the losses' score from D's output (``wrap(..., score=)``,
+        :mod:`ogan_plugin.scores`); setting it checks the value (``TypeError`` naming
+        ``score`` otherwise).  A view made by :func:`as_wrapped` reads and sets the wrapped
+        discriminator's rule."""
+        return self._rule_owner()._score_from
+
+    @score_from.setter
+    def score_from(self, value: ScoreChoice) -> None:
+        self._rule_owner()._score_from = check_score_choice(value)
+
+    @property
+    def _score_cache(self) -> dict:
+        """The memory of the element "auto" found in a container output (a view uses the
+        wrapped discriminator's)."""
+        return self._rule_owner()._score_memory
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # wrappers pickled before score_from became a property held it as a plain attribute
+        if "score_from" in state:
+            state["_score_from"] = state.pop("score_from")
+        if "_score_cache" in state:
+            state["_score_memory"] = state.pop("_score_cache")
+        super().__setstate__(state)
+
     # -- drop-in: attributes the wrapper lacks belong to the wrapped network ----------------
-    def _wrapped_for(self, name: str) -> Optional[nn.Module]:
-        """The wrapped network when ``name`` may be forwarded to it, else None (the network
-        inside DataParallel/DistributedDataParallel for :func:`~ogan_plugin.integrations.ddp.distribute`'s view)."""
-        if name.startswith("_") or not self.__dict__.get("_forward_attributes"):
+    def _forward_target(self) -> Optional[nn.Module]:
+        """The network names are forwarded to (the one inside DataParallel /
+        DistributedDataParallel for a view made by :func:`as_wrapped`); None while
+        ``__init__`` runs."""
+        if not self.__dict__.get("_forward_attributes"):
             return None
         inner = self.__dict__["_modules"].get("discriminator")
-        if isinstance(inner, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        if isinstance(inner, _PARALLEL):
             inner = inner.module
         return inner
+
+    def _wrapped_for(self, name: str) -> Optional[nn.Module]:
+        """The wrapped network when ``name`` may be forwarded to it, else None: names
+        starting with ``_`` and names this class defines are never forwarded."""
+        if name.startswith("_") or _class_attribute(type(self), name) is not None:
+            return None
+        return self._forward_target()
 
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)  # parameters, buffers, submodules
         except AttributeError:
+            own = _class_attribute(type(self), name)
+            if hasattr(own, "__get__"):
+                # one of the wrapper's own properties raised AttributeError, and Python then
+                # asked __getattr__: run it again so that its own error propagates (D may
+                # have an attribute of that name, which is not what was asked for)
+                return own.__get__(self, type(self))
             inner = self._wrapped_for(name)
             if inner is None:
                 raise
@@ -414,7 +548,6 @@ class OGANDiscriminator(nn.Module):
         if (
             inner is not None
             and name not in self.__dict__
-            and not hasattr(type(self), name)
             and not any(name in self.__dict__[d] for d in ("_parameters", "_buffers", "_modules"))
             and hasattr(inner, name)
         ):
@@ -423,14 +556,25 @@ class OGANDiscriminator(nn.Module):
             super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:
-        inner = self.__dict__.get("_modules", {}).get("discriminator")
-        extra = [n for n in dir(inner) if not n.startswith("_")] if inner is not None else []
+        inner = self._forward_target()
+        extra = [n for n in dir(inner) if self._wrapped_for(n) is not None] if inner is not None else []
         return sorted(set(super().__dir__()) | set(extra))
 
     @property
     def head(self) -> OGANHead:
-        """The installed :class:`OGANHead`."""
-        return self.discriminator.get_submodule(self.head_path)  # type: ignore[return-value]
+        """The installed :class:`OGANHead`.
+
+        Raises:
+            AttributeError: ``head_path`` no longer names a submodule of the wrapped
+                discriminator (its head was replaced after :func:`wrap`).
+        """
+        try:
+            return self.discriminator.get_submodule(self.head_path)  # type: ignore[return-value]
+        except AttributeError as exc:
+            raise AttributeError(
+                f"the wrapped discriminator has no module at head_path={self.head_path!r} ({exc}); "
+                "was its head replaced after wrap()?"
+            ) from None
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.discriminator(x, *args, **kwargs)
@@ -595,6 +739,18 @@ class OGANDiscriminator(nn.Module):
         return f"z_dim={self.z_dim}, head={self.head_path!r}"
 
 
+#: the data-parallel wrappers a view (:func:`as_wrapped`) may hold
+_PARALLEL = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """What ``cls`` or one of its bases defines under ``name`` (a method, a property), else None."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -634,14 +790,15 @@ def wrap(
         replaced); its other parameters keep their identity and values, and its scores
         are unchanged at wrap time (the widened head's mean equals the old output).
 
-    Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no
-    ``head``) returns it unchanged (its ``score`` rule set to ``score`` when given); with
-    another ``z_dim`` it raises ``ValueError``.
+    Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no ``head``,
+    or its own head's path) returns it unchanged (its ``score`` rule set to ``score`` when
+    given); with another ``z_dim`` or another ``head`` it raises ``ValueError``.
 
     Raises:
         TypeError: ``z_dim`` is not an int, ``score`` is not a str/int, or
             ``discriminator`` is not an ``nn.Module`` (or is already under DDP).
-        ValueError: ``z_dim`` < 2, or no adapter recognises the head.
+        ValueError: ``z_dim`` < 2, no adapter recognises the head, or ``discriminator``
+            is already wrapped with another ``z_dim`` or at another ``head``.
     """
     if score is not None:
         check_score_choice(score)
@@ -650,14 +807,20 @@ def wrap(
     if z_dim < 2:
         raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
     if isinstance(discriminator, OGANDiscriminator):
-        if z_dim == discriminator.z_dim and head is None:
-            if score is not None:
-                discriminator.score_from = score
-            return _attach_hook(discriminator, generator)
-        raise ValueError(
-            f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
-            f"call .unwrap() first to wrap it with z_dim={z_dim}"
-        )
+        if z_dim != discriminator.z_dim:
+            raise ValueError(
+                f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
+                f"call .unwrap() first to wrap it with z_dim={z_dim}"
+            )
+        if head is not None and head != discriminator.head_path:
+            raise ValueError(
+                f"head={head!r}: the discriminator is already wrapped with its head at "
+                f"{discriminator.head_path!r}, and head= cannot be changed on a wrapped discriminator; "
+                "call .unwrap() first to wrap it at another head"
+            )
+        if score is not None:
+            discriminator.score_from = score
+        return _attach_hook(discriminator, generator)
     if not isinstance(discriminator, nn.Module):
         raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
     if isinstance(discriminator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -708,7 +871,8 @@ def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGAND
     (what ``accelerator.prepare`` returns in a distributed run, or ``DDP(wrap(D, z))``),
     a view whose every forward (``decompose``, ``encode``, calls) runs *through* the DDP
     module, so gradients are synchronised, and whose head is the wrapped one; the view is
-    made once per DDP module and shares all parameters.
+    made once per DDP module and shares all parameters.  Its ``score_from`` is the
+    wrapped discriminator's own: a rule set on either is the rule of both.
 
     Raises:
         TypeError: naming ``name``, for anything else (a plain network, DataParallel).
@@ -720,11 +884,9 @@ def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGAND
     ):
         inner = discriminator.module
         view = discriminator.__dict__.get("_ogan_view")
-        if view is None:
+        if view is None:  # its score rule and memory are the inner wrapper's (score_from)
             view = OGANDiscriminator(discriminator, "module.discriminator." + inner.head_path, inner.z_dim)
-            view._score_cache = inner._score_cache  # one memory of the score's element
             discriminator.__dict__["_ogan_view"] = view  # a plain attribute: not a submodule, not in state_dict
-        view.score_from = inner.score_from  # the wrapped D's rule, also when changed later
         return view
     hint = ""
     if isinstance(discriminator, nn.DataParallel):

@@ -15,7 +15,10 @@ A backend is available on a device type when its ``check()`` passes and, if it h
 process and device type (its answer is cached): the ``triton`` backends use it on CUDA to
 compile and launch a tiny kernel, so a broken GPU environment (a driver too old for the
 ptxas in the Triton wheel, no C compiler for Triton's launcher, no ``libcuda.so``) is
-found before the first real call instead of raising in it.
+found before the first real call instead of raising in it.  A probe that cannot test now
+(nothing can be launched and read back while a CUDA graph is being captured) answers
+:data:`NOT_PROBED`: the backend counts as available for that call, and neither the answer
+nor the resolution is cached, so the next call probes.
 
 An explicit request that cannot run raises :class:`BackendUnavailableError` naming what
 is available.  When the preferred automatic choice is unavailable (e.g. Triton missing or
@@ -66,6 +69,18 @@ BUILTIN_PLUGINS = (
 )
 
 
+class _NotProbed(str):
+    """The type of :data:`NOT_PROBED` (a ``str``, so that it fits a probe's return type)."""
+
+    def __repr__(self) -> str:
+        return "NOT_PROBED"
+
+
+#: What a backend's probe returns when it cannot test now (e.g. during CUDA-graph
+#: capture): the backend counts as available for this call, and the next call probes.
+NOT_PROBED: str = _NotProbed("not probed")
+
+
 def _serves_everywhere(device_type: str, explicit: bool) -> bool:
     return True
 
@@ -87,7 +102,8 @@ class Backend:
         probe: optional ``probe(device_type) -> None | reason``: a one-time run-time test
             (e.g. compile and launch a tiny kernel on the GPU).  The registry calls it at
             most once per process and device type, the first time the backend is
-            considered there, and caches the answer.
+            considered there, and caches the answer; a probe that cannot test now
+            returns :data:`NOT_PROBED` (not cached: asked again on the next call).
     """
 
     op: str
@@ -212,20 +228,28 @@ class Registry:
 
         Runs the backend's ``check()`` and, the first time for this device type, its
         ``probe`` (cached; a probe that raises counts as failed, with the exception as
-        the reason).
+        the reason; one that answers :data:`NOT_PROBED` counts as passed for this call
+        and is asked again next time).
         """
+        return self._problem(backend, device_type)[0]
+
+    def _problem(self, backend: Backend, device_type: str) -> tuple[Optional[str], bool]:
+        """:meth:`problem`'s answer, and whether it is final (False: the probe could not test now)."""
         reason = backend.check()
         if reason is not None or backend.probe is None:
-            return reason
+            return reason, True
         key = (backend.probe, device_type)
         if key not in self._probed:
             with self._lock:
                 if key not in self._probed:
                     try:
-                        self._probed[key] = backend.probe(device_type)
+                        answer = backend.probe(device_type)
                     except Exception as exc:  # a probe must not break resolution
-                        self._probed[key] = f"its probe raised {type(exc).__name__}: {exc}"
-        return self._probed[key]
+                        answer = f"its probe raised {type(exc).__name__}: {exc}"
+                    if answer is NOT_PROBED:
+                        return None, False
+                    self._probed[key] = answer
+        return self._probed[key], True
 
     def resolve(self, op: str, device_type: str, backend: Optional[str] = None) -> Backend:
         """Pick the backend for ``op`` on ``device_type`` (see the module docstring)."""
@@ -234,11 +258,21 @@ class Registry:
         found = self._cache.get(key)
         if found is None:
             with self._lock:
-                found = self._resolve(op, device_type, request)
-                self._cache[key] = found
+                found, final = self._resolve(op, device_type, request)
+                if final:  # not when a probe could not test now: the next call probes
+                    self._cache[key] = found
         return found
 
-    def _resolve(self, op: str, device_type: str, request: Optional[str]) -> Backend:
+    def _resolve(self, op: str, device_type: str, request: Optional[str]) -> tuple[Backend, bool]:
+        """The backend for ``op``, and whether every probe consulted gave a final answer."""
+        final = True
+
+        def problem(b: Backend) -> Optional[str]:
+            nonlocal final
+            reason, answered = self._problem(b, device_type)
+            final = final and answered
+            return reason
+
         candidates = self.backends(op)
         if request is not None:
             named = [b for b in candidates if b.name == request]
@@ -252,10 +286,10 @@ class Registry:
                 if not b.serves(device_type, True):
                     reason = b.check() or f"it does not run on {device_type!r} tensors"
                     continue
-                reason = self.problem(b, device_type)
+                reason = problem(b)
                 if reason is None:
-                    return b
-            usable = [b.name for b in candidates if b.serves(device_type, True) and self.problem(b, device_type) is None]
+                    return b, final
+            usable = [b.name for b in candidates if b.serves(device_type, True) and problem(b) is None]
             raise BackendUnavailableError(
                 f"backend={request!r} cannot run op {op!r} here: {reason}; "
                 f"available on {device_type!r}: {usable}"
@@ -264,7 +298,7 @@ class Registry:
         for b in candidates:
             if not b.serves(device_type, False):
                 continue
-            reason = self.problem(b, device_type)
+            reason = problem(b)
             if reason is None:
                 for s, why in skipped:
                     wkey = (op, s.name, why)
@@ -276,7 +310,7 @@ class Registry:
                             RuntimeWarning,
                             stacklevel=4,
                         )
-                return b
+                return b, final
             skipped.append((b, reason))
         raise BackendUnavailableError(
             f"no backend for op {op!r} serves {device_type!r} tensors; registered: "

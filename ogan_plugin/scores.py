@@ -13,13 +13,14 @@ training.  The correlation term and the code use the head's raw outputs only.  S
 
 ``"auto"`` (default)
     D's output, averaged per sample (a patch map gives the mean of its patch scores).
-    For a tuple, list or dict output: the first element that comes from the head (its
-    autograd graph reaches the head's parameters, or, without gradients, its per-sample
-    mean equals the head's mean); the element found is remembered.  Exception: when D's
-    output equals ``sigmoid`` of what the head returned, per sample or per patch (a
-    discriminator ending in a Sigmoid, whose output is a probability), the score is the
-    head's mean (the mean patch logit), the logit the
-    losses expect.
+    For a tuple, list or dict output: the first element that comes from the head, that
+    is whose autograd graph reaches the head's parameters, or, when no element has such a
+    graph (no gradients), whose per-sample mean equals the head's mean up to the rounding
+    of its dtype.  An element found through the graph is remembered per output layout;
+    one found by its values is not (the next call with gradients checks the graph).
+    Exception: when D's output equals ``sigmoid`` of what the head returned, per sample or
+    per patch (a discriminator ending in a Sigmoid, whose output is a probability), the
+    score is the head's mean (the mean patch logit), the logit the losses expect.
 ``"head"``
     The head's mean alone (the O-GAN paper's score; D's output is ignored).
 ``"output"``
@@ -57,6 +58,8 @@ def check_score_choice(score: Any) -> ScoreChoice:
 
 
 def _accumulate(t: Tensor) -> Tensor:
+    """``t`` in its reduction dtype: float32, or float64 when it already is (the one place
+    this rule lives; the head, the patch reductions and the score picking use it)."""
     return t if t.dtype == torch.float64 else t.float()
 
 
@@ -157,31 +160,60 @@ def _head_params(head: Any) -> frozenset:
     return frozenset(id(p) for p in head.parameters() if p.requires_grad)
 
 
-def _from_head(o: Any, raw: Tensor, head_score: Tensor, params: frozenset) -> bool:
-    """Whether the element ``o`` comes from the head: its graph reaches the head's
-    parameters or, with no graph to follow, its per-sample mean equals the head's mean (an
-    eager value check)."""
+def _from_head(o: Any, raw: Tensor, head_score: Tensor, params: frozenset) -> Optional[str]:
+    """How the element ``o`` is known to come from the head: ``"graph"`` when its autograd
+    graph reaches the head's parameters; with no graph to follow, ``"value"`` when its
+    per-sample mean equals the head's mean up to rounding (an eager value check); None when
+    it does not come from the head.
+
+    The value check compares in the reduction dtype (float32, float64 for float64 values).
+    ``o`` holds values rounded to its own dtype, and the head's mean is the mean of ``raw``,
+    rounded to the network's dtype: the tolerance is one unit in the last place of each,
+    ``eps(o.dtype) * mean|o| + eps(raw.dtype) * mean|raw|`` per sample, plus 8 units of the
+    comparison dtype times ``max|raw|`` for the sums (for bfloat16 values near 1 about
+    0.016), so an element that is merely close to the head's mean does not match.
+    """
     if not isinstance(o, Tensor) or not o.is_floating_point() or o.dim() == 0 or o.shape[0] != raw.shape[0]:
-        return False
+        return None
     used = _uses(o, params)
     if used is not None:
-        return used
-    mean = _accumulate(o.reshape(o.shape[0], -1)).mean(dim=1)
-    tol = 16 * torch.finfo(o.dtype).eps
-    return bool(torch.allclose(mean, head_score.to(mean.dtype), rtol=tol, atol=tol))
+        return "graph" if used else None
+    values = _accumulate(o.detach().reshape(o.shape[0], -1))
+    raws = _accumulate(raw.detach())
+    dtype = torch.promote_types(values.dtype, raws.dtype)
+    values, raws = values.to(dtype), raws.to(dtype)
+    tol = (
+        torch.finfo(o.dtype).eps * values.abs().mean(dim=1)
+        + torch.finfo(raw.dtype).eps * raws.abs().mean(dim=1)
+        + 8 * torch.finfo(dtype).eps * raws.abs().amax(dim=1)
+    )
+    close = (values.mean(dim=1) - head_score.detach().to(dtype)).abs() <= tol
+    return "value" if bool(close.all()) else None
+
+
+#: what a cache lookup returns for an output layout not seen yet
+_NOT_FOUND = object()
 
 
 @torch.compiler.disable
 def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict, head: Any, head_path: str) -> Any:
-    """The key of the first element of a container output that comes from the head (cached)."""
-    structure = _structure(output)
-    if structure in cache:
-        return cache[structure]
+    """The key of the first element of a container output that comes from the head.
+
+    The elements whose autograd graph reaches the head's parameters come first; that
+    answer is remembered per output layout (``cache``).  Only when none has such a graph
+    (no gradients) are values compared, and that answer is not remembered, so that a
+    later call with gradients checks the graph.  (The caller looks the cache up first,
+    outside this function, which ``torch.compile`` does not trace.)
+    """
     items = _elements(output)
     params = _head_params(head)
-    for key, value in items:
-        if _from_head(value, raw, head_score, params):
-            cache[structure] = key
+    found = {key: _from_head(value, raw, head_score, params) for key, value in items}
+    for key, how in found.items():
+        if how == "graph":
+            cache[_structure(output)] = key
+            return key
+    for key, how in found.items():
+        if how == "value":
             return key
     shown = {k: (tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__) for k, v in items}
     raise ValueError(
@@ -193,8 +225,8 @@ def _find_head_element(output: Any, raw: Tensor, head_score: Tensor, cache: dict
 
 @torch.compiler.disable
 def _check_named_element(o: Any, key: ScoreChoice, head: Any, checked: dict, structure: Hashable) -> None:
-    """Raise when a named element provably does not use the head (checked once)."""
-    if structure in checked or not isinstance(o, Tensor):
+    """Raise when a named element provably does not use the head (remembered once it does)."""
+    if not isinstance(o, Tensor):
         return
     used = _uses(o, _head_params(head))
     if used is None:
@@ -251,7 +283,9 @@ def pick_score(
         if isinstance(output, Tensor):
             o, where = output, "D's output"
         else:
-            key = _find_head_element(output, raw, head_score, cache, head, head_path)
+            key = cache.get(_structure(output), _NOT_FOUND)  # traced: no graph break once found
+            if key is _NOT_FOUND:
+                key = _find_head_element(output, raw, head_score, cache, head, head_path)
             o, where = _element(output, key), f"element {key!r} of D's output"
         value = _per_sample(o, batch, where)
         score = _exact(value, o, head_score)
@@ -265,5 +299,8 @@ def pick_score(
         is_probability = ((o.detach().reshape(-1) - prob).abs() <= tol).all()
         return torch.where(is_probability, head_score.to(score.dtype), score)
     o = _element(output, choice)
-    _check_named_element(o, choice, head, cache.setdefault("checked", {}), (_structure(output), choice))
+    checked = cache.setdefault("checked", {})
+    structure = (_structure(output), choice)
+    if structure not in checked:  # traced: no graph break once checked
+        _check_named_element(o, choice, head, checked, structure)
     return _exact(_per_sample(o, batch, f"element {choice!r} of D's output"), o, head_score)

@@ -88,3 +88,19 @@ def zoo_case(request: pytest.FixtureRequest) -> tuple[str, nn.Module, torch.Tens
     d(x)  # settle BatchNorm statistics and spectral-norm power iterations
     d.eval()
     return request.param, d, x
+
+
+@pytest.fixture
+def one_process_group():
+    """A gloo process group of this one process (DistributedDataParallel needs one on CPU),
+    destroyed afterwards."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -84,7 +84,12 @@ def test_isinstance_and_state_dict_keys_are_as_documented():
     assert isinstance(wrapped.discriminator, FrameworkD)
     keys = set(wrapped.state_dict())
     expected = {f"discriminator.{k}" for k in plain_keys if not k.startswith("head.")}
-    expected |= {"discriminator.head.layer.weight", "discriminator.head.layer.bias", "discriminator.head.output_scale"}
+    expected |= {
+        "discriminator.head.layer.weight",
+        "discriminator.head.layer.bias",
+        "discriminator.head.output_scale",
+        "discriminator.head._extra_state",  # the name of its patch reduction (None for a linear head)
+    }
     assert keys == expected
 
 
@@ -145,3 +150,50 @@ def test_a_view_around_data_parallel_forwards_to_the_network_inside():
     assert view.label_type == "none" and view.describe() == "FrameworkD at 8px"
     view.alpha = 0.25
     assert d.alpha == 0.25
+
+
+def test_an_error_inside_the_wrappers_own_property_is_not_answered_by_the_network():
+    # D has a `head` attribute of its own (a name many discriminators use), and its scalar
+    # head under `classifier.fc`: when that path no longer resolves, `wrapped.head` must
+    # raise, not hand back D.head.
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LeakyReLU(0.2))
+            self.classifier = nn.Sequential()
+            self.classifier.add_module("fc", nn.Linear(16, 1))
+            self.head = "projection"  # something else entirely
+
+        def forward(self, x):
+            return self.classifier(self.features(x)).view(-1)
+
+    d = TwoHeads()
+    wrapped = ogan_plugin.wrap(d, z_dim=5, head="classifier.fc")
+    assert wrapped.head is d.classifier.fc
+    d.classifier = nn.Sequential()  # the head replaced after wrap()
+    with pytest.raises(AttributeError, match=r"no module at head_path='classifier.fc'.*replaced after wrap"):
+        wrapped.head
+    assert not hasattr(wrapped, "head")
+    assert wrapped.discriminator.head == "projection"  # D's own attribute, read through D
+
+
+def test_dir_of_a_ddp_view_lists_the_networks_names(one_process_group):
+    from ogan_plugin.head import as_wrapped
+
+    d = FrameworkD()
+    view = as_wrapped(nn.parallel.DistributedDataParallel(ogan_plugin.wrap(d, z_dim=5)))
+    names = dir(view)
+    assert {"label_type", "describe", "alpha", "decompose", "score_from"} <= set(names)
+    assert "_private" not in names and view.describe() == "FrameworkD at 8px"
+
+
+def test_a_wrapper_pickled_when_score_from_was_a_plain_attribute_still_loads():
+    wrapped = ogan_plugin.wrap(FrameworkD(), z_dim=5, score="head")
+    state = dict(wrapped.__dict__)
+    state["score_from"] = state.pop("_score_from")  # how earlier versions held the rule
+    state["_score_cache"] = state.pop("_score_memory")
+    old = OGANDiscriminator.__new__(OGANDiscriminator)
+    old.__setstate__(state)
+    assert old.score_from == "head" and old._score_cache is wrapped._score_cache
+    old.score_from = "auto"
+    assert old.score_from == "auto" and "score_from" not in old.__dict__

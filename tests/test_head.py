@@ -223,3 +223,66 @@ def test_dict_outputs_are_kept_and_decompose_uses_the_wrapped_head():
     G = nn.Sequential(nn.Linear(5, 6))
     r = ogan_plugin.SingleLossStep(G, wrapped, loss="hinge").step(torch.randn(4, 6))
     assert torch.isfinite(r.loss)
+
+
+def test_rewrapping_at_another_head_says_head_cannot_change():
+    d = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
+    w = ogan_plugin.wrap(d, z_dim=3)
+    assert ogan_plugin.wrap(w, z_dim=3, head="2") is w  # its own head: nothing changes
+    with pytest.raises(ValueError, match=r"head='0': the discriminator is already wrapped with its head at '2', and "
+                                         r"head= cannot be changed on a wrapped discriminator"):
+        ogan_plugin.wrap(w, z_dim=3, head="0")
+    with pytest.raises(ValueError, match="already wrapped with z_dim=3; call .unwrap"):
+        ogan_plugin.wrap(w, z_dim=4, head="0")
+
+
+class ProjectionD(nn.Module):
+    """D(x, y) = head(h) + <embed(y), h>: "auto" and "head" give different scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features, self.head, self.embed = nn.Sequential(nn.Linear(6, 8), nn.Tanh()), nn.Linear(8, 1), nn.Embedding(3, 8)
+
+    def forward(self, x, y):
+        h = self.features(x)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+def test_score_from_is_checked_when_set():
+    w = ogan_plugin.wrap(ProjectionD(), z_dim=4)
+    for bad in (1.5, None, "", ["head"]):
+        with pytest.raises(TypeError, match="score must be 'auto', 'head', 'output'"):
+            w.score_from = bad
+    assert w.score_from == "auto"
+    w.score_from = "head"
+    assert w.score_from == "head"
+
+
+def test_a_ddp_view_uses_the_wrapped_discriminators_score_rule(one_process_group):
+    from ogan_plugin.head import as_wrapped
+    from ogan_plugin.training import SingleLossStep
+
+    torch.manual_seed(0)
+    inner = ogan_plugin.wrap(ProjectionD(), z_dim=4)
+    ddp = nn.parallel.DistributedDataParallel(inner)
+    G = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+    step = SingleLossStep(G, ddp, "hinge")
+    view = step.discriminator
+    assert view is as_wrapped(ddp) and view is not inner
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    whole = inner.decompose(x, y)
+    torch.testing.assert_close(view.decompose(x, y).score, whole.output)  # "auto": the whole output
+    # a rule set later on the wrapped discriminator reaches the existing step's view ...
+    ogan_plugin.wrap(inner, 4, score="head")
+    assert view.score_from == "head"
+    torch.testing.assert_close(view.decompose(x, y).score, whole.raw.mean(1))
+    inner.score_from = "output"
+    assert view.score_from == "output"
+    # ... one set on the view is the wrapped discriminator's, and survives as_wrapped again
+    view.score_from = "head"
+    assert inner.score_from == "head" and as_wrapped(ddp).score_from == "head"
+    with pytest.raises(TypeError, match="score must be"):
+        view.score_from = 2.5
+    assert inner.score_from == "head"
+    assert view._score_cache is inner._score_cache  # one memory of the score's element
+    assert "score_from" not in view.__dict__ and "_score_from" not in view.__dict__

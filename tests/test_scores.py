@@ -265,3 +265,78 @@ def test_auto_on_a_patch_map_takes_the_mean_patch_logit_also_behind_a_sigmoid(en
     dec = wrapped.decompose(x)
     torch.testing.assert_close(dec.score, logits.mean(dim=(1, 2, 3)), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(dec.score, dec.raw.mean(dim=1), rtol=1e-9, atol=1e-9)
+
+
+class TwinD(nn.Module):
+    """A tuple whose first element is close to the head's mean without coming from the head:
+    a twin of the head (its own weights) shifted by 0.05; the second is the head's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features, self.head = features(), nn.Linear(10, 1)
+        self.twin = nn.Linear(10, 1)
+        with torch.no_grad():
+            self.twin.weight.copy_(self.head.weight)
+            self.twin.bias.copy_(self.head.bias + 0.05)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.twin(h).squeeze(1), self.head(h).squeeze(1)
+
+
+def test_a_value_match_is_tight_in_bfloat16_and_is_not_remembered():
+    # bfloat16 rounds to ~0.4% (eps 0.0078): "auto" without a graph used to accept anything
+    # within 16 eps (0.125) of the head's mean, took the twin, and remembered it for calls
+    # with gradients too.
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(TwinD().to(torch.bfloat16), NZ, head="head")
+    x = data()[0].to(torch.bfloat16)
+    with torch.no_grad():
+        d = D.decompose(x)
+    torch.testing.assert_close(d.score, d.raw.float().mean(1), rtol=1e-6, atol=1e-6)  # the head's element
+    assert (d.output[0].float() - d.output[1].float()).abs().max() < 0.125  # the twin is that close
+    assert D._score_cache == {}  # a match by values is not remembered
+    d = D.decompose(x)  # with gradients: found through the graph, and remembered
+    torch.testing.assert_close(d.score, d.raw.float().mean(1), rtol=1e-6, atol=1e-6)
+    assert D._score_cache == {("tuple", 2): 1}
+
+
+def test_with_gradients_the_graph_wins_over_an_element_equal_in_value():
+    # Without gradients the first element equal to the head's mean is taken, and not
+    # remembered; a later call with gradients follows the graph: here the first element
+    # equals the head's mean in value (a detached copy), the second is computed from the head.
+    class CopyFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.head = features(), nn.Linear(10, 1)
+
+        def forward(self, x):
+            s = self.head(self.features(x)).squeeze(1)
+            return s.detach().clone(), s
+
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(CopyFirst().double(), NZ)
+    x, _ = data()
+    with torch.no_grad():
+        D.decompose(x)
+    assert D._score_cache == {}
+    d = D.decompose(x)
+    assert D._score_cache == {("tuple", 2): 1}  # element 1: the detached copy has no graph to the head
+    (grad,) = torch.autograd.grad(d.score.sum(), D.head.layer.weight, retain_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(d.raw.mean(1).sum(), D.head.layer.weight)[0])
+
+
+def test_a_remembered_element_is_read_without_a_graph_break():
+    # After a first eager call has found the score's element, decompose of a tuple-output D
+    # compiles into one graph: the cache lookup is traced, the search is not called.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(TupleD(), NZ)
+    named = ogan_plugin.wrap(TupleD(), NZ, score=0)
+    x = data()[0].float()
+    for wrapped in (D, named):
+        want = wrapped.decompose(x)  # eager, with gradients: found (or checked) and remembered
+        got = torch.compile(wrapped.decompose, fullgraph=True, backend="eager")(x)
+        torch.testing.assert_close(got.score, want.score, rtol=0, atol=0)
+        torch.testing.assert_close(got.score, want.raw.mean(1))
+    torch._dynamo.reset()

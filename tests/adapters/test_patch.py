@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -10,7 +13,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import ogan_plugin
 from ogan_plugin.adapters import patch
-from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.head import EXTRA_STATE_BYTES, OGANDiscriminator
 
 
 def patch_gan(head_norm=lambda m: m, sigmoid: bool = False) -> nn.Module:
@@ -203,3 +206,142 @@ def test_hook_mode_adds_the_correlation_gradient_through_the_patch_map():
         ogan_plugin.correlation_loss(z, D.decompose(fake.detach()).raw, 0.5), D.head.layer.weight
     )[0]
     torch.testing.assert_close(grad, expected)
+
+
+def _through_disk(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def saved_state(t: torch.Tensor) -> dict:
+    """The JSON object a head's ``_extra_state`` tensor holds (zero-padded to a fixed size)."""
+    assert t.dtype == torch.uint8 and t.shape == (EXTRA_STATE_BYTES,)
+    return json.loads(bytes(t.tolist()).rstrip(b"\0"))
+
+
+def double_mean(out: torch.Tensor) -> torch.Tensor:
+    """A custom reduction (a function a state dict cannot hold)."""
+    return 2 * out.flatten(2).mean(dim=2)
+
+
+def test_the_patch_reduction_is_saved_and_restored_with_the_state_dict():
+    torch.manual_seed(5)
+    x = torch.randn(3, 1, 16, 16)
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, "mean")
+    want = wrapped.decompose(x).raw
+    state = _through_disk(wrapped.state_dict())
+    key = f"discriminator.{wrapped.head_path}._extra_state"
+    assert saved_state(state[key]) == {"patch_reduction": "mean"}
+
+    other = ogan_plugin.wrap(patch_gan(), z_dim=6)  # how the demo's load_pair reloads
+    assert other.head.patch_reduction is patch.patch_positional  # the default ...
+    other.load_state_dict(state)
+    assert other.head.patch_reduction is patch.patch_mean  # ... replaced by the saved one
+    assert torch.equal(other.decompose(x).raw, want)
+
+    rebuilt = OGANDiscriminator.from_state_dict(patch_gan(), state)
+    assert rebuilt.head.patch_reduction is patch.patch_mean
+    assert torch.equal(rebuilt.decompose(x).raw, want)
+    rebuilt.load_unwrapped_state_dict(patch_gan().state_dict())  # a plain D's checkpoint: code fresh, reduction kept
+    assert rebuilt.head.patch_reduction is patch.patch_mean
+
+    linear = ogan_plugin.wrap(nn.Sequential(nn.Linear(4, 1)), z_dim=3)
+    assert saved_state(linear.state_dict()["discriminator.0._extra_state"]) == {"patch_reduction": None}
+
+
+def test_a_state_dict_without_the_reduction_loads_and_keeps_the_heads():
+    # saved before the reduction was part of the state: strict or not, it loads, and the
+    # head keeps the reduction it has (the default after wrap)
+    torch.manual_seed(6)
+    x = torch.randn(2, 1, 16, 16)
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    old = {k: v for k, v in wrapped.state_dict().items() if not k.endswith("._extra_state")}
+    for strict in (True, False):
+        other = ogan_plugin.wrap(patch_gan(), z_dim=6)
+        patch.set_patch_reduction(other, "max")
+        other.load_state_dict(old, strict=strict)
+        assert other.head.patch_reduction is patch.patch_max
+    rebuilt = OGANDiscriminator.from_state_dict(patch_gan(), old)
+    assert rebuilt.head.patch_reduction is patch.patch_positional
+    assert torch.equal(rebuilt.decompose(x).raw, wrapped.decompose(x).raw)
+    assert "discriminator.4._extra_state" not in old  # the caller's dict is left alone
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other keys are still checked
+        ogan_plugin.wrap(patch_gan(), z_dim=6).load_state_dict({**old, "discriminator.9.weight": x})
+
+
+def test_a_custom_reduction_must_be_set_again_before_loading():
+    torch.manual_seed(7)
+    x = torch.randn(2, 1, 16, 16)
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, double_mean)
+    want = wrapped.decompose(x).raw
+    state = _through_disk(wrapped.state_dict())
+    saved = saved_state(state["discriminator.4._extra_state"])["patch_reduction"]
+    assert saved["custom"].endswith("double_mean")
+    fresh = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    with pytest.raises(ValueError, match=r"custom patch reduction \S*double_mean, which a state dict cannot hold: "
+                                         r"wrap the discriminator, call set_patch_reduction"):
+        fresh.load_state_dict(state)
+    with pytest.raises(ValueError, match="custom patch reduction"):
+        OGANDiscriminator.from_state_dict(patch_gan(), state)
+    fresh = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(fresh, double_mean)
+    fresh.load_state_dict(state)
+    assert fresh.head.patch_reduction is double_mean
+    assert torch.equal(fresh.decompose(x).raw, want)
+
+
+def test_a_reduction_the_loader_does_not_know_is_named():
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    state = wrapped.state_dict()
+    key = "discriminator.4._extra_state"
+    unknown = torch.tensor(list(json.dumps({"patch_reduction": "median"}).encode()), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"patch reduction 'median' is not one of REDUCTIONS \['max', 'mean', 'positional'\]"):
+        wrapped.load_state_dict({**state, key: unknown})
+    for bad in (torch.zeros(3), torch.tensor([1, 2, 3], dtype=torch.uint8), "mean"):
+        with pytest.raises(ValueError, match=r"'_extra_state' entry must be what OGANHead.get_extra_state\(\) returns"):
+            wrapped.load_state_dict({**state, key: bad})
+
+
+def test_the_reduction_loads_in_place_through_torch_distributed_checkpoint(tmp_path):
+    # torch.distributed.checkpoint fills the current state dict in place: the extra state
+    # must have the same size whatever the reduction's name
+    import torch.distributed.checkpoint as dcp
+
+    torch.manual_seed(8)
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, "max")
+    dcp.save(wrapped.state_dict(), checkpoint_id=tmp_path)
+    other = ogan_plugin.wrap(patch_gan(), z_dim=6)  # "positional": a longer name
+    state = other.state_dict()
+    dcp.load(state, checkpoint_id=tmp_path)
+    other.load_state_dict(state)
+    assert other.head.patch_reduction is patch.patch_max
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(other.decompose(x).raw, wrapped.decompose(x).raw)
+
+
+def test_a_long_custom_name_keeps_its_end():
+    def reduction(out):
+        return out.flatten(2).mean(dim=2)
+
+    reduction.__qualname__ = "x" * 300 + ".mine"
+    name = patch.reduction_name(reduction)["custom"]
+    assert len(name) == 100 and name.startswith("...") and name.endswith(".mine")
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    patch.set_patch_reduction(wrapped, reduction)
+    assert saved_state(wrapped.state_dict()["discriminator.4._extra_state"]) == {"patch_reduction": {"custom": name}}
+
+
+def test_set_patch_reduction_accepts_ddp_and_its_view(one_process_group):
+    from ogan_plugin.head import as_wrapped
+
+    wrapped = ogan_plugin.wrap(patch_gan(), z_dim=6)
+    ddp = nn.parallel.DistributedDataParallel(wrapped)
+    patch.set_patch_reduction(ddp, "mean")
+    assert wrapped.head.patch_reduction is patch.patch_mean
+    patch.set_patch_reduction(as_wrapped(ddp), "max")
+    assert wrapped.head.patch_reduction is patch.patch_max

@@ -112,3 +112,26 @@ def test_ddp_around_a_plain_network_is_named() -> None:
         ogan_plugin.single_loss(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1), torch.zeros(2, 2), torch.zeros(2, 2))
     with pytest.raises(TypeError, match="DataParallel is not supported"):
         ogan_plugin.reconstruct(torch.nn.Linear(2, 2), torch.nn.DataParallel(ogan_plugin.wrap(torch.nn.Sequential(torch.nn.Linear(2, 1)), 2)), torch.zeros(2, 2))
+
+
+def test_save_model_in_safetensors_keeps_the_patch_reduction(fresh_state, tmp_path: Path) -> None:
+    # Accelerate saves models as safetensors, which hold tensors only: the head's extra
+    # state (the name of its patch reduction) must be one.
+    from accelerate import Accelerator
+    from accelerate.utils import load_checkpoint_in_model
+
+    from ogan_plugin.adapters.patch import patch_max, set_patch_reduction
+
+    def patch_d() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(8, 1, 3, 1, 1))
+
+    torch.manual_seed(0)
+    wrapped = ogan_plugin.wrap(patch_d(), z_dim=6)
+    set_patch_reduction(wrapped, "max")
+    Accelerator(cpu=True).save_model(wrapped, tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    other = ogan_plugin.wrap(patch_d(), z_dim=6)
+    load_checkpoint_in_model(other, str(tmp_path))
+    assert other.head.patch_reduction is patch_max
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(other.decompose(x).raw, wrapped.decompose(x).raw)

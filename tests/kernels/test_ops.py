@@ -15,7 +15,7 @@ import ogan_plugin
 from ogan_plugin.kernels import ops
 from ogan_plugin.kernels import pearson as P
 from ogan_plugin.kernels import single_loss as S
-from ogan_plugin.registry import ENV_BACKEND, BackendUnavailableError, Registry
+from ogan_plugin.registry import ENV_BACKEND, NOT_PROBED, BackendUnavailableError, Registry
 
 OPS = ("pearson", "correlation_loss", "ogan_objective")
 
@@ -108,6 +108,19 @@ def _pretend_cuda(monkeypatch, launch):
     monkeypatch.setattr(P, "_probe_launch", launch)
 
 
+def _pretend_broken_cuda(monkeypatch, message: str) -> list:
+    """A CUDA device whose test launch raises ``message``; returns the list of launches."""
+    calls = []
+
+    def broken_launch(device):
+        calls.append(device)
+        raise RuntimeError(message)
+
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    _pretend_cuda(monkeypatch, broken_launch)
+    return calls
+
+
 def test_registry_picks_triton_on_cuda_and_the_reference_on_cpu(monkeypatch):
     monkeypatch.delenv(ENV_BACKEND, raising=False)
     _pretend_cuda(monkeypatch, lambda device: 1.0)  # a GPU whose test launch works
@@ -182,14 +195,7 @@ def test_the_cuda_probe_runs_once_and_its_failure_falls_back_with_one_warning(mo
     ``ogan-plugin plugins``."""
     from ogan_plugin import cli, registry
 
-    calls = []
-
-    def broken_launch(device):
-        calls.append(device)
-        raise RuntimeError("simulated: libcuda.so cannot be found\nmore detail")
-
-    monkeypatch.delenv(ENV_BACKEND, raising=False)
-    _pretend_cuda(monkeypatch, broken_launch)
+    calls = _pretend_broken_cuda(monkeypatch, "simulated: libcuda.so cannot be found\nmore detail")
     reg = Registry(load_entry_points=False)
     for op in OPS:
         with pytest.warns(RuntimeWarning, match=f"'triton' for '{op}' is unavailable.*test compile-and-launch.*"
@@ -217,7 +223,7 @@ def test_the_cuda_probe_checks_the_value_and_needs_a_gpu(monkeypatch):
     assert P.triton_probe("cuda") == "torch sees no CUDA device"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    assert P.triton_probe("cuda") is None  # nothing can be read back during graph capture: skipped
+    assert P.triton_probe("cuda") is NOT_PROBED  # nothing can be read back during graph capture
 
     def raises(device_type):
         raise OSError("probe bug")
@@ -228,6 +234,32 @@ def test_the_cuda_probe_checks_the_value_and_needs_a_gpu(monkeypatch):
     import dataclasses
 
     assert "its probe raised OSError: probe bug" in reg.problem(dataclasses.replace(backend, probe=raises), "cuda")
+
+
+def test_a_probe_skipped_during_graph_capture_is_not_remembered(monkeypatch):
+    """During CUDA-graph capture the probe cannot launch and read back: the Triton backend
+    counts as available for those calls, and the first call outside capture probes (here a
+    broken GPU: it then falls back to the reference with the usual warning)."""
+    calls = _pretend_broken_cuda(monkeypatch, "simulated: no C compiler")
+    capturing = [True]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    reg = Registry(load_entry_points=False)
+    triton = next(b for b in reg.backends("pearson") if b.name == "triton")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning while capturing
+        for _ in range(2):
+            assert reg.resolve("pearson", "cuda").name == "triton"
+            assert reg.resolve("pearson", "cuda", backend="triton").name == "triton"
+            assert reg.problem(triton, "cuda") is None
+    assert calls == [] and reg._cache == {} and reg._probed == {}
+    capturing[0] = False
+    with pytest.warns(RuntimeWarning, match="'triton' for 'pearson' is unavailable.*no C compiler.*'reference'"):
+        assert reg.resolve("pearson", "cuda").name == "reference"
+    assert calls == [torch.device("cuda", 0)]
+    with pytest.raises(BackendUnavailableError, match="no C compiler"):
+        reg.resolve("pearson", "cuda", backend="triton")
+    capturing[0] = True  # the probe's answer is known now: capture changes nothing any more
+    assert reg.resolve("pearson", "cuda").name == "reference" and len(calls) == 1
 
 
 def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, device):
