@@ -10,12 +10,15 @@ without its own kernel uses it too) and a CUDA implementation (the Triton launch
   the backward of both (gradients of ``sum(scale * grad * rho)``; a tensor of shape (0,)
   stands for a gradient that was not asked for);
 * ``ogan_plugin::ogan_objective(e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
-  -> (loss_d, loss_g, rho, grad_real, grad_fake_d, grad_fake_g)`` for ``loss`` in
-  ``("qp", "hinge")`` (no autograd: its outputs are gradients).
+  -> (loss_d, loss_g, rho, corr, slope_real, slope_fake_d, slope_fake_g)`` for ``loss`` in
+  ``("qp", "hinge")`` (no autograd: its outputs are gradient parts, see
+  :mod:`ogan_plugin.kernels.single_loss`).
 
 Each has a fake (meta) implementation, so ``torch.compile`` traces calls to them as single
 graph nodes, with the backward formula registered through ``register_autograd``: no graph
-break, and the same names on every device.  Every implementation returns contiguous
+break, and the same names on every device.  Eager calls do not go through them (the
+backends call the launchers from plain autograd functions: the operators' dispatch costs
+more host time than the kernels take at GAN sizes); they are what ``torch.compile`` traces.  Every implementation returns contiguous
 tensors, as the fakes declare and as the kernels write them, whatever the inputs'
 layout (a transposed input keeps its layout through the torch reference, so the
 reference's results are made contiguous here).  The ``triton`` backends call these operators
@@ -154,6 +157,9 @@ correlation_loss.register_autograd(_correlation_loss_autograd, setup_context=_co
 
 
 # --- ogan_objective ------------------------------------------------------------------------
+_OBJECTIVE_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
 @torch.library.custom_op("ogan_plugin::ogan_objective", mutates_args=())
 def ogan_objective(
     e_real: Tensor,
@@ -164,10 +170,10 @@ def ogan_objective(
     corr_weight: float,
     corr_weight_g: float,
     eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The fused objective for ``loss`` in ``("qp", "hinge")`` (CPU: closed form in torch)."""
+) -> _OBJECTIVE_OUT:
+    """The objective for ``loss`` in ``("qp", "hinge")`` (CPU: the torch reference in closed form)."""
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
-    return tuple(t.contiguous() for t in _single_loss.ogan_objective_closed_form(*args))
+    return tuple(t.contiguous() for t in _single_loss.ogan_objective_reference(*args))
 
 
 @ogan_objective.register_kernel("cuda")
@@ -180,11 +186,11 @@ def _ogan_objective_cuda(
     corr_weight: float,
     corr_weight_g: float,
     eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> _OBJECTIVE_OUT:
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     if not _single_loss.is_fused(loss, dist, e_real, e_fake, z):
-        return tuple(t.contiguous() for t in _single_loss.ogan_objective_closed_form(*args))
-    return tuple(_single_loss.ogan_objective_forward(*args))
+        return tuple(t.contiguous() for t in _single_loss.ogan_objective_reference(*args))
+    return tuple(t.contiguous() for t in _single_loss.ogan_objective_forward(*args))
 
 
 @ogan_objective.register_fake
@@ -197,13 +203,15 @@ def _ogan_objective_fake(
     corr_weight: float,
     corr_weight_g: float,
     eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    rho_dtype = _rho_dtype(z, e_fake)
+) -> _OBJECTIVE_OUT:
+    dtype = _rho_dtype(e_real, e_fake)
+    B = e_fake.shape[0]
     return (
-        e_fake.new_empty((), dtype=rho_dtype),
-        e_fake.new_empty((), dtype=rho_dtype),
-        e_fake.new_empty(e_fake.shape[0], dtype=rho_dtype),
-        torch.empty(e_real.shape, dtype=e_real.dtype, device=e_real.device),
+        e_fake.new_empty((), dtype=dtype),
+        e_fake.new_empty((), dtype=dtype),
+        e_fake.new_empty(B, dtype=dtype),
         torch.empty(e_fake.shape, dtype=e_fake.dtype, device=e_fake.device),
-        torch.empty(e_fake.shape, dtype=e_fake.dtype, device=e_fake.device),
+        e_fake.new_empty(B, dtype=dtype),
+        e_fake.new_empty(B, dtype=dtype),
+        e_fake.new_empty(B, dtype=dtype),
     )

@@ -22,12 +22,15 @@ torch reference, and the ``ogan_backends`` hook registering three backends per o
   backward.  Automatic on CUDA tensors once a one-time probe (:func:`triton_probe`) has
   compiled and launched a tiny kernel there; on CPU only when asked for by name and
   ``TRITON_INTERPRET=1`` (Triton's interpreter: how the kernels are tested without a GPU).
-  On CUDA it calls the ``torch.library`` operators of :mod:`ogan_plugin.kernels.ops` so
-  that ``torch.compile`` traces it without a graph break.
+  An eager call is one plain autograd function around the two launchers (the least host
+  time per call); under ``torch.compile`` the ``torch.library`` operators of
+  :mod:`ogan_plugin.kernels.ops` are traced instead, without a graph break.
 * ``compiled`` (priority 5, only on request): ``torch.compile`` of the reference.  It is
   never picked automatically: on CUDA the fused kernels are preferred, and on CPU the
   compile warm-up (seconds per new shape) costs more than it saves at O-GAN sizes.
-* ``reference`` (priority 0): the torch reference with plain autograd, everywhere.
+* ``reference`` (priority 0): torch ops with the closed-form backward (:func:`pearson_torch`,
+  one autograd node; what CPU users run), everywhere.  :func:`pearson_reference`, the
+  formula in plain autograd, is the ground truth the tests and ``compiled`` use.
 
 Kernel design.  A program handles ``ROWS`` rows at once (several rows per program when rows
 are short, so a program always sees ~``TILE`` elements, 8 per thread) as a (ROWS, BLOCK_N)
@@ -38,8 +41,10 @@ are strided (non-contiguous inputs are read in place, with 64-bit offsets) and c
 float32; gradients are written in the inputs' dtypes.  The backward recomputes the row
 statistics from z and e instead of storing them: for rows of one block this reads exactly
 what a saved-statistics backward would read (z and e once) and it keeps the forward free of
-extra outputs.  The loss (a mean over rows) is finished inside the forward launch: every
-program writes its partial sum, and the last program to finish (an acq_rel atomic ticket)
+extra outputs.  The loss (a mean over rows) is finished inside the forward launch: the grid
+is capped (:data:`~ogan_plugin.kernels.launch.MAX_PROGRAMS`) and each program loops over
+row blocks, every program writes its partial sum, and the last program to finish (an acq_rel
+atomic ticket)
 adds the partials in a fixed order and resets the ticket, so the loss is deterministic and
 costs no second launch.  Centring subtracts an approximate mean before scaling and corrects
 it exactly afterwards, so rows of near-constant values keep float32 accuracy.
@@ -60,142 +65,45 @@ the interpreter (``TRITON_INTERPRET`` read at that moment) for the rest of the p
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.kernels.launch import (  # noqa: F401  (re-exported: the launch machinery's old home)
+    ELEMENTS_PER_THREAD,
+    FP_FUSION,
+    MAX_BLOCK,
+    MAX_PROGRAMS,
+    MAX_ROWS,
+    MAX_WARPS,
+    MIN_BLOCK,
+    RBLOCK,
+    TILE,
+    Launch,
+    _LazyTriton,
+    _alloc,
+    _launched,
+    _options,
+    _ticket,
+    launch_config,
+    programs,
+    tile_for,
+    triton_problem,
+    triton_serves,
+)
 from ogan_plugin.registry import NOT_PROBED, Backend
 
 #: Norm floor of the correlation (see the module docstring).
 EPS = 1e-6
 
-#: Longest row processed as one block; longer rows are processed in chunks of this size.
-MAX_BLOCK = 4096
-#: Narrowest block: rows up to this long share one compiled configuration (masked columns).
-MIN_BLOCK = 32
-#: Target number of elements (per input) one program handles: rows per program = TILE // BLOCK_N.
-TILE = 2048
-#: Most rows one program handles.
-MAX_ROWS = 64
-#: Elements of each input tile per thread: num_warps = tile / (32 * this), at most MAX_WARPS.
-#: 8 keeps every configuration well under 128 registers per thread, without spills, at
-#: sm_90a and sm_80 (``ogan-plugin bench --compile``; the table is in docs/kernels.md).
-ELEMENTS_PER_THREAD = 8
-#: Most warps per program (the 4096-wide block uses 16).
-MAX_WARPS = 16
-#: Partial sums the last program adds per loop step (fixed: the grid never changes a constant).
-RBLOCK = 256
-#: Triton's floating-point fusion (FMA contraction), set on every launch and in the
-#: ahead-of-time report: Triton 3.9 warns that its implicit default changes in 3.10.
-FP_FUSION = True
-
 #: ``triton.language`` once :meth:`_LazyTriton.build` has run; the kernels below use ``tl``
 #: only inside their bodies (their annotations are strings), so this file imports without Triton.
 tl: Any = None
 
-#: plain kernel function -> its ``triton.jit`` version (shared by every kernel module).
-_JITTED: dict[Callable[..., Any], Any] = {}
-#: kernel function -> the arguments Triton must not specialise on (see ``_LazyTriton.kernel``)
-_NO_SPECIALIZE: dict[Callable[..., Any], tuple[str, ...]] = {}
-_BUILD_LOCK = threading.RLock()
-
-
-class _LazyTriton:
-    """Collects a module's Triton kernels and decorates them with ``triton.jit`` on first use.
-
-    ``build()`` imports Triton, jits every collected function, and rebinds the module's
-    globals (including helpers imported from another kernel module) to the jitted
-    versions, so kernels call each other by name as in ordinary Triton code.
-    """
-
-    def __init__(self, module_globals: dict[str, Any], depends: tuple["_LazyTriton", ...] = ()) -> None:
-        self._globals = module_globals
-        self._depends = depends
-        self._functions: list[Callable[..., Any]] = []
-        self.built = False
-
-    def kernel(self, fn: Optional[Callable[..., Any]] = None, *, do_not_specialize: tuple[str, ...] = ()) -> Any:
-        """Decorator: mark ``fn`` as a Triton function of this module.
-
-        ``do_not_specialize`` names integer arguments Triton must not specialise on (by
-        default it compiles a separate variant for an argument equal to 1 and tracks
-        divisibility by 16): the batch size and runtime flags, so that a new batch size
-        (the last partial batch) or another flag value reuses the compiled kernel.
-        """
-        if fn is None:
-            return lambda f: self.kernel(f, do_not_specialize=do_not_specialize)
-        self._functions.append(fn)
-        if do_not_specialize:
-            _NO_SPECIALIZE[fn] = tuple(do_not_specialize)
-        return fn
-
-    def build(self) -> None:
-        """Import Triton and jit the collected functions (once per process)."""
-        if self.built:
-            return
-        with _BUILD_LOCK:
-            if self.built:
-                return
-            for dep in self._depends:
-                dep.build()
-            import triton
-            import triton.language as language
-
-            _check_interpreter(language)
-            for fn in self._functions:
-                if fn not in _JITTED:
-                    names = _NO_SPECIALIZE.get(fn)
-                    _JITTED[fn] = triton.jit(fn, do_not_specialize=names) if names else triton.jit(fn)
-            for name, value in list(self._globals.items()):
-                if callable(value) and not isinstance(value, type):
-                    try:
-                        jitted = _JITTED.get(value)
-                    except TypeError:  # unhashable callable
-                        continue
-                    if jitted is not None:
-                        self._globals[name] = jitted
-            self._globals["tl"] = language
-            self.built = True
-
-
-def _check_interpreter(language: Any) -> None:
-    """Fail clearly when ``TRITON_INTERPRET=1`` was set after Triton was imported.
-
-    Triton decides at import whether its own library functions (``tl.max``, ...) are
-    interpreted; set the variable before anything imports triton (``import ogan_plugin``
-    does, through ``torch._dynamo``).
-    """
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        return
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(language.max, InterpretedFunction):
-        raise RuntimeError(
-            "TRITON_INTERPRET=1 was set after triton was imported, so Triton's interpreter cannot "
-            "run the kernels; set it before importing ogan_plugin (e.g. in the environment)"
-        )
-
-
 _TRITON = _LazyTriton(globals())
-
-
-def triton_problem() -> Optional[str]:
-    """``None`` when Triton can be imported here, else the reason it cannot."""
-    try:
-        import triton
-        import triton.language  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken installation raising anything
-        return f"triton cannot be imported ({type(exc).__name__}: {exc})"
-    major = str(getattr(triton, "__version__", "")).split(".")[0]
-    if major.isdigit() and int(major) < 3:
-        return f"triton {triton.__version__} is too old (need >= 3.0)"
-    return None
 
 
 def triton_probe(device_type: str) -> Optional[str]:
@@ -235,13 +143,6 @@ def _probe_launch(device: torch.device) -> float:
     z = torch.tensor([[0.0, 1.0]], device=device)
     e = torch.tensor([[0.0, 2.0]], device=device)
     return float(pearson_forward(z, e).item())
-
-
-def triton_serves(device_type: str, explicit: bool) -> bool:
-    """The Triton backends run on CUDA; on CPU only on request under ``TRITON_INTERPRET=1``."""
-    if device_type == "cuda":
-        return True
-    return device_type == "cpu" and explicit and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 # --- Triton kernels ----------------------------------------------------------------------
@@ -407,23 +308,34 @@ def _pearson_fwd_kernel(
     """rho per row (``store_rho``) and/or loss = loss_scale * sum(rho) (``loss``), one launch.
 
     ``store_rho`` and ``loss`` are runtime flags, so one compiled kernel serves
-    ``pearson`` and ``correlation_loss``.
+    ``pearson`` and ``correlation_loss``.  For rows of one block each program takes every
+    ``num_programs``-th block of ROWS rows (the grid is capped, see
+    :func:`~ogan_plugin.kernels.launch.programs`), so a large batch has few partial sums and
+    few tickets; longer rows take one block per program.
     """
     pid = tl.program_id(0)
-    rows = pid * ROWS + tl.arange(0, ROWS)
-    row_mask = rows < B
     if ONE_BLOCK:
-        _u, _v, _dz, _de, _az, _ae, rho, _me, _mask = _pair_tiles(
-            z_ptr, e_ptr, rows, row_mask, n, szb, szn, seb, sen, eps, BLOCK_N
-        )
-    else:
+        total = tl.zeros([ROWS], dtype=tl.float32)
+        for block in range(pid, tl.cdiv(B, ROWS), tl.num_programs(0)):
+            rows = block * ROWS + tl.arange(0, ROWS)
+            row_mask = rows < B
+            _u, _v, _dz, _de, _az, _ae, rho, _me, _mask = _pair_tiles(
+                z_ptr, e_ptr, rows, row_mask, n, szb, szn, seb, sen, eps, BLOCK_N
+            )
+            if store_rho:
+                tl.store(rho_ptr + rows, rho, mask=row_mask)
+            total += tl.where(row_mask, rho, 0.0)
+    else:  # long rows: one block per program (a loop over blocks around the chunk loops spills)
+        rows = pid * ROWS + tl.arange(0, ROWS)
+        row_mask = rows < B
         _a, _b, _c, _d, _e, _f, _g, _h, _i, _j, _k, _l, rho, _m = _pair_stats_chunked(
             z_ptr, e_ptr, rows, row_mask, n, szb, szn, seb, sen, eps, ROWS, BLOCK_N
         )
-    if store_rho:
-        tl.store(rho_ptr + rows, rho, mask=row_mask)
+        if store_rho:
+            tl.store(rho_ptr + rows, rho, mask=row_mask)
+        total = tl.where(row_mask, rho, 0.0)
     if loss:
-        tl.store(part_ptr + pid, tl.sum(tl.where(row_mask, rho, 0.0), axis=0))
+        tl.store(part_ptr + pid, tl.sum(total, axis=0))
         _finish_sums(part_ptr, count_ptr, loss_ptr, loss_ptr, loss_scale, 1, RBLOCK)
 
 
@@ -469,135 +381,20 @@ def _pearson_bwd_kernel(
 
 
 # --- launchers ---------------------------------------------------------------------------
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
-
-
-def launch_config(B: int, n: int, max_block: Optional[int] = None) -> dict[str, int]:
-    """Tile shape for (B, n) rows: BLOCK_N, ROWS, ONE_BLOCK, num_warps and the grid size.
-
-    Everything but the grid depends on the row length ``n`` alone (see :data:`TILE`), so
-    every batch size reuses one compiled kernel per row-length bucket.
-    """
-    max_block = MAX_BLOCK if max_block is None else max_block
-    block_n = min(max(_next_pow2(n), MIN_BLOCK), _next_pow2(max_block))
-    rows = max(1, min(TILE // block_n, MAX_ROWS))
-    tile = rows * block_n
-    # one-row programs (rows of TILE and longer) take the most warps: at 2048 x 1 with 8
-    # warps, sm_80's ptxas spills in the strided forward; with 16 it builds clean
-    num_warps = MAX_WARPS if rows == 1 else max(1, min(MAX_WARPS, tile // (32 * ELEMENTS_PER_THREAD)))
-    return {
-        "BLOCK_N": block_n,
-        "ROWS": rows,
-        "ONE_BLOCK": int(n <= block_n),
-        "num_warps": num_warps,
-        "grid": -(-B // rows),
-    }
-
-
-def _alloc(shape: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Output buffers of the launchers (uninitialised; the tests poison them through this)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def _device_guard(device: torch.device) -> Any:
-    """Make ``device`` the current CUDA device while a launch is prepared and made.
-
-    Triton launches on the *current* device and on that device's current stream, not on
-    the device of the tensors, and ``torch.library`` operators add no guard: with
-    tensors on ``cuda:1`` while ``cuda:0`` is current, a launch would run on the wrong
-    device.  Under this guard it runs on the tensors' device and its current stream.
-    """
-    if device.type == "cuda":
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One kernel launch, fully described before it runs.
-
-    The launchers run it; :mod:`ogan_plugin.bench.compile` compiles the same
-    description for a GPU target without running it (the signature Triton derives from
-    ``args`` is the one a real launch compiles).
-    """
-
-    kernel: Any
-    grid: int
-    args: tuple[Any, ...]
-    options: dict[str, Any]
-
-    def run(self) -> None:
-        self.kernel[(self.grid,)](*self.args, **self.options)
-
-
-_TICKETS: dict[Any, Tensor] = {}
-_TICKETS_LOCK = threading.Lock()
-
-
-def _ticket(device: torch.device) -> Tensor:
-    """The zeroed int32 counter of :func:`_finish_sums` for this device and stream.
-
-    Every launch leaves it at 0, so one counter per stream is reused (launches on one
-    stream never overlap).  While a CUDA graph is being captured a fresh one is made
-    (its zeroing is captured with the graph).  Called under :func:`_device_guard`.
-    """
-    if device.type == "cuda":
-        if torch.cuda.is_current_stream_capturing():
-            return torch.zeros(1, dtype=torch.int32, device=device)
-        key: Any = ("cuda", device.index, torch.cuda.current_stream(device).cuda_stream)
-    else:
-        key = (device.type, device.index)
-    found = _TICKETS.get(key)
-    if found is None:
-        with _TICKETS_LOCK:
-            found = _TICKETS.setdefault(key, torch.zeros(1, dtype=torch.int32, device=device))
-    return found
-
-
-def _forget_ticket(device: torch.device) -> None:
-    """Drop the cached counters of ``device`` (after a failed launch left one non-zero)."""
-    with _TICKETS_LOCK:
-        for key in [k for k in _TICKETS if k[0] == device.type and k[1] == device.index]:
-            del _TICKETS[key]
-
-
-def _launched(device: torch.device, describe: Callable[..., tuple[Any, ...]], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-    """Describe a launch (``describe(*args, **kwargs) -> (Launch or None, *outputs)``) and run it
-    under the guard of ``device``; returns the outputs.  A failed launch may leave the ticket
-    non-zero, so the device's cached tickets are dropped before the error propagates."""
-    with _device_guard(device):
-        launch, *outputs = describe(*args, **kwargs)
-        if launch is not None:
-            try:
-                launch.run()
-            except BaseException:
-                _forget_ticket(device)
-                raise
-    return tuple(outputs)
-
-
-def _options(cfg: dict[str, int]) -> dict[str, Any]:
-    """Constexprs and compile options shared by every launch of a configuration."""
-    return {
-        "ROWS": cfg["ROWS"], "BLOCK_N": cfg["BLOCK_N"], "ONE_BLOCK": cfg["ONE_BLOCK"],
-        "num_warps": cfg["num_warps"], "enable_fp_fusion": FP_FUSION,
-    }
-
-
 def forward_launch(
     z: Tensor, e: Tensor, eps: float = EPS, *, loss_weight: Optional[float] = None, max_block: Optional[int] = None
 ) -> tuple[Launch, Tensor]:
     """The forward launch for (z, e) and its output (allocated, not yet written)."""
     _TRITON.build()
     B, n = z.shape
-    cfg = launch_config(B, n, max_block)
+    cfg, options = tile_for(n, max_block)
+    grid = programs(B, cfg["ROWS"]) if cfg["ONE_BLOCK"] else -(-B // cfg["ROWS"])
     loss = loss_weight is not None
     # the ticket is passed in both modes: the same pointer types keep one compiled kernel
     count = _ticket(z.device)
     if loss:  # rho is not stored; the programs' partial sums and the ticket finish the mean
         out = rho = _alloc((), torch.float32, z.device)
-        parts = _alloc(cfg["grid"], torch.float32, z.device)
+        parts = _alloc(grid, torch.float32, z.device)
     else:  # only rho is written (the other pointers are unused)
         rho = _alloc(B, torch.float32, z.device)
         out = parts = rho
@@ -606,7 +403,7 @@ def forward_launch(
         B, n, z.stride(0), z.stride(1), e.stride(0), e.stride(1),
         float(eps), -float(loss_weight) / B if loss else 0.0, int(not loss), int(loss),
     )
-    return Launch(_pearson_fwd_kernel, cfg["grid"], args, {**_options(cfg), "RBLOCK": RBLOCK}), out
+    return Launch(_pearson_fwd_kernel, grid, args, {**options, "RBLOCK": RBLOCK}), out
 
 
 def pearson_forward(
@@ -634,7 +431,7 @@ def backward_launch(
     """The backward launch (``None`` when no gradient is needed) and its outputs."""
     _TRITON.build()
     B, n = z.shape
-    cfg = launch_config(B, n, max_block)
+    cfg, options = tile_for(n, max_block)
     gz = _alloc((B, n), z.dtype, z.device) if need_z else None
     ge = _alloc((B, n), e.dtype, e.device) if need_e else None
     if not (need_z or need_e):
@@ -645,7 +442,7 @@ def backward_launch(
         B, n, z.stride(0), z.stride(1), e.stride(0), e.stride(1), float(eps), float(scale),
         int(need_z), int(need_e),
     )
-    return Launch(_pearson_bwd_kernel, cfg["grid"], args, _options(cfg)), gz, ge
+    return Launch(_pearson_bwd_kernel, -(-B // cfg["ROWS"]), args, options), gz, ge
 
 
 def pearson_backward(
@@ -671,8 +468,13 @@ def pearson_backward(
 
 
 # --- autograd glue -----------------------------------------------------------------------
+# Eager calls (CUDA, and the CPU interpreter) go through these plain autograd functions: a
+# forward launch and a backward launch, nothing else.  ``torch.library`` custom operators
+# (:mod:`ogan_plugin.kernels.ops`) are what ``torch.compile`` traces, but an eager call through
+# one costs tens of microseconds of dispatch on each side, which at GAN sizes is more than
+# the kernels' own time; so they are used only while compiling.
 class _PearsonFunction(torch.autograd.Function):
-    """rho = pearson(z, e) through the Triton launchers (the CPU-interpreter path)."""
+    """rho = pearson(z, e) through the Triton launchers."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, e: Tensor, eps: float) -> Tensor:
@@ -681,6 +483,7 @@ class _PearsonFunction(torch.autograd.Function):
         return pearson_forward(z, e, eps)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:
         z, e = ctx.saved_tensors
         gz, ge = pearson_backward(grad, z, e, ctx.eps, 1.0, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
@@ -688,7 +491,7 @@ class _PearsonFunction(torch.autograd.Function):
 
 
 class _CorrelationLossFunction(torch.autograd.Function):
-    """-weight * mean(rho) through the Triton launchers (the CPU-interpreter path)."""
+    """-weight * mean(rho) through the Triton launchers."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, e: Tensor, weight: float, eps: float) -> Tensor:
@@ -697,6 +500,7 @@ class _CorrelationLossFunction(torch.autograd.Function):
         return pearson_forward(z, e, eps, loss_weight=weight)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:
         z, e = ctx.saved_tensors
         B = z.shape[0]
@@ -706,37 +510,32 @@ class _CorrelationLossFunction(torch.autograd.Function):
         return gz, ge, None, None
 
 
-@torch.compiler.disable
-def _interpreted(function: type[torch.autograd.Function], *args: Any) -> Tensor:
-    return function.apply(*args)
-
-
 def _has_float64(*tensors: Tensor) -> bool:
+    """Whether an input is float64 (the kernels compute in float32: such inputs use torch)."""
     return any(t.dtype == torch.float64 for t in tensors)
 
 
 def pearson_triton(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
-    """Backend ``triton`` of op ``pearson`` (float64 inputs use the reference, in float64).
+    """Backend ``triton`` of op ``pearson`` (float64 inputs use torch, in float64).
 
-    CUDA tensors go through the ``ogan_plugin::pearson`` operator (traced by
-    ``torch.compile``); CPU tensors run the same launchers in Triton's interpreter, except
-    under ``torch.compile``, which traces the operator on every device (on CPU its
-    implementation is the reference).
+    Eager calls run the launchers through a plain autograd function (on CUDA, or on CPU in
+    Triton's interpreter); under ``torch.compile`` the ``ogan_plugin::pearson`` operator is
+    traced instead (on CPU its implementation is the reference).
     """
     if _has_float64(z, e):
-        return pearson_reference(z, e, eps)
-    if z.device.type == "cuda" or torch.compiler.is_compiling():
+        return pearson_torch(z, e, eps)
+    if torch.compiler.is_compiling():
         return torch.ops.ogan_plugin.pearson(z, e, eps)
-    return _interpreted(_PearsonFunction, z, e, eps)
+    return _PearsonFunction.apply(z, e, eps)
 
 
 def correlation_loss_triton(z: Tensor, e: Tensor, weight: float = 0.5, eps: float = EPS) -> Tensor:
     """Backend ``triton`` of op ``correlation_loss`` (see :func:`pearson_triton`)."""
     if _has_float64(z, e):
-        return correlation_loss_reference(z, e, weight, eps)
-    if z.device.type == "cuda" or torch.compiler.is_compiling():
+        return correlation_loss_torch(z, e, weight, eps)
+    if torch.compiler.is_compiling():
         return torch.ops.ogan_plugin.correlation_loss(z, e, weight, eps)
-    return _interpreted(_CorrelationLossFunction, z, e, weight, eps)
+    return _CorrelationLossFunction.apply(z, e, weight, eps)
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
@@ -813,6 +612,155 @@ def pearson_grad_reference(
     return gz, ge
 
 
+# --- the reference backend: torch ops, a hand-written backward ----------------------------
+def unit_pair(z: Tensor, e: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The unit rows of z and e stacked, ``(U (2, B, n), denom (2, B, 1), floor flag (2, B, 1), rho (B,))``.
+
+    ``U[0]`` is u = zc / max(||zc||, eps) and ``U[1]`` is v (module docstring); ``denom`` is
+    max(||xc||, eps) and the flag ``||xc|| >= eps``.  Both inputs go through each op at once
+    (one stacked tensor), so a call costs about ten torch ops whatever the sizes.
+
+    Compute dtype: float64 on the CPU, where it costs no more than float32 at these sizes
+    and holds the squares of any float32 value, so no row scaling is needed; elsewhere
+    float32 (float64 for float64 inputs) with the rows divided by their largest magnitude
+    first, as the kernels do, so that values up to the dtype's range do not overflow.
+    """
+    wide = z.dtype == torch.float64 or e.dtype == torch.float64
+    cpu = z.device.type == "cpu"
+    dtype = torch.float64 if (wide or cpu) else torch.float32
+    X = torch.stack((z.to(dtype), e.to(dtype)))
+    if wide or not cpu:  # squares could overflow the compute dtype: scale the rows
+        s = X.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        Xc = X / s
+        Xc = Xc - Xc.mean(dim=-1, keepdim=True)
+        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True) * s
+        denom = norm.clamp_min(eps)
+        U = Xc * (s / denom)
+    else:
+        Xc = X - X.mean(dim=-1, keepdim=True)
+        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True)
+        denom = norm.clamp_min(eps)
+        U = Xc / denom
+    return U, denom, norm >= eps, (U[0] * U[1]).sum(dim=-1)
+
+
+def unit_pair_grad(
+    g: Tensor, U: Tensor, denom: Tensor, flag: Tensor, rho: Tensor, need_z: bool = True, need_e: bool = True
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Gradients of ``sum(g * rho)`` w.r.t. z and e from :func:`unit_pair`'s results (compute dtype).
+
+    d rho / d e = (u - [||ec|| >= eps] rho v) / max(||ec||, eps), and z <-> e.
+    """
+    g = g.to(U.dtype).reshape(1, -1, 1) / denom  # (2, B, 1)
+    coef = flag * rho.reshape(1, -1, 1)
+    gz = g[0] * (U[1] - coef[0] * U[0]) if need_z else None
+    ge = g[1] * (U[0] - coef[1] * U[1]) if need_e else None
+    return gz, ge
+
+
+class _TorchCorrelation(torch.autograd.Function):
+    """rho (``weight`` None) or ``-weight * mean(rho)`` in torch ops, with the closed-form backward."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
+        U, denom, flag, rho = unit_pair(z, e, eps)
+        ctx.save_for_backward(U, denom, flag, rho)
+        ctx.weight, ctx.dtypes = weight, (z.dtype, e.dtype)
+        out_dtype = torch.float64 if torch.float64 in ctx.dtypes else torch.float32
+        if weight is None:
+            return rho.to(out_dtype)
+        return (rho.mean() * -weight).to(out_dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:
+        U, denom, flag, rho = ctx.saved_tensors
+        g = grad if ctx.weight is None else (grad * (-ctx.weight / rho.shape[0])).expand(rho.shape[0])
+        gz, ge = unit_pair_grad(g, U, denom, flag, rho, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return (gz.to(ctx.dtypes[0]) if gz is not None else None), (ge.to(ctx.dtypes[1]) if ge is not None else None), None, None
+
+
+def pearson_torch(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
+    """Backend ``reference`` of op ``pearson``: the closed form, at a fraction of the host cost
+    of :func:`pearson_reference` (the same values and gradients, up to rounding).
+
+    On the CPU (eager, no float64 input) it computes in NumPy, in float64, the values and
+    the gradient rows together, and returns them through :func:`_linearised`: no Python
+    autograd node at all.  Elsewhere, and under ``torch.compile``, torch ops forward with
+    a closed-form backward (:class:`_TorchCorrelation`, one autograd node).  Not twice
+    differentiable (use :func:`pearson_reference` for that).
+    """
+    if _numpy_path(z, e):
+        return _numpy_correlation(z, e, eps, None)
+    return _TorchCorrelation.apply(z, e, eps, None)
+
+
+def correlation_loss_torch(z: Tensor, e: Tensor, weight: float = 0.5, eps: float = EPS) -> Tensor:
+    """Backend ``reference`` of op ``correlation_loss`` (see :func:`pearson_torch`)."""
+    if _numpy_path(z, e):
+        return _numpy_correlation(z, e, eps, float(weight))
+    return _TorchCorrelation.apply(z, e, eps, float(weight))
+
+
+def _numpy_path(z: Tensor, e: Tensor) -> bool:
+    """The CPU's path: eager CPU tensors (no float64: those keep the scaled torch path)."""
+    return (
+        z.device.type == "cpu"
+        and e.device.type == "cpu"
+        and z.dtype != torch.float64
+        and e.dtype != torch.float64
+        and not torch.compiler.is_compiling()
+        and type(z) is Tensor
+        and type(e) is Tensor
+    )
+
+
+def _as_numpy(x: Tensor) -> np.ndarray:
+    x = x.detach()
+    return (x if x.dtype == torch.float32 else x.float()).numpy()
+
+
+def _numpy_correlation(z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
+    """rho (``weight`` None) or ``-weight * mean(rho)`` computed in NumPy (float64, no row
+    scaling needed: it holds the squares of any float32 value), with the gradients of the
+    inputs that require one, linearised into the result (:func:`_linearised`)."""
+    X = np.stack((_as_numpy(z), _as_numpy(e))).astype(np.float64)
+    X -= X.mean(axis=-1, keepdims=True)
+    norm = np.sqrt(np.einsum("kbn,kbn->kb", X, X))[..., None]
+    denom = np.maximum(norm, eps)
+    X /= denom  # the unit rows u (of z) and v (of e)
+    rho = np.einsum("bn,bn->b", X[0], X[1])
+    B = rho.shape[0]
+    scale = (np.ones(B) if weight is None else np.full(B, -weight / B))[:, None]
+    grads = []
+    for i, x in ((0, z), (1, e)):
+        if x.requires_grad and torch.is_grad_enabled():
+            g = (scale / denom[i]) * (X[1 - i] - ((norm[i] >= eps) * rho[:, None]) * X[i])
+            grads.append((x, torch.from_numpy(g.astype(np.float32)).to(x.dtype)))
+    if weight is None:
+        value = torch.from_numpy(rho.astype(np.float32))
+    else:
+        value = torch.tensor(-weight * rho.mean(), dtype=torch.float32)
+    return _linearised(value, grads, weight is None)
+
+
+def _linearised(value: Tensor, grads: list[tuple[Tensor, Tensor]], per_row: bool) -> Tensor:
+    """``value`` with the gradient ``g`` w.r.t. each ``(x, g)`` of ``grads``: the value plus
+    ``t - t.detach()``, where ``t = sum(x * g)`` (per row for a per-row value).
+
+    ``t - t.detach()`` is exactly zero and its gradient in ``x`` is ``g``: the backward is
+    two built-in autograd nodes per input (a product and a sum), no Python function.  Exact
+    for the first derivative (rho of row i depends on row i only), not for a second.
+    """
+    if not grads:
+        return value
+    t = None
+    for x, g in grads:
+        term = (x * g).sum(dim=1) if per_row else (x * g).sum()
+        t = term if t is None else t + term
+    return t - t.detach() + value
+
+
 # --- registration ------------------------------------------------------------------------
 @hookimpl
 def ogan_backends() -> list[Backend]:
@@ -822,8 +770,8 @@ def ogan_backends() -> list[Backend]:
     )
     compiled_text = "torch.compile of the reference; only on request (backend='compiled')"
     implementations = {
-        "pearson": (pearson_triton, pearson_compiled, pearson_reference),
-        "correlation_loss": (correlation_loss_triton, correlation_loss_compiled, correlation_loss_reference),
+        "pearson": (pearson_triton, pearson_compiled, pearson_torch),
+        "correlation_loss": (correlation_loss_triton, correlation_loss_compiled, correlation_loss_torch),
     }
     return [
         backend
@@ -831,7 +779,7 @@ def ogan_backends() -> list[Backend]:
         for backend in (
             Backend(op, "triton", triton_fn, 10, triton_serves, triton_problem, triton_text, probe=triton_probe),
             Backend(op, "compiled", compiled_fn, 5, _explicit_only, description=compiled_text),
-            Backend(op, "reference", reference_fn, 0, description="torch reference (autograd), any device"),
+            Backend(op, "reference", reference_fn, 0, description="torch ops with a closed-form backward, any device"),
         )
     ]
 

@@ -14,27 +14,35 @@ With s = mean(e) (the score) and rho = rho(z, e_fake):
     L_D = mean(d_loss(s_real, s_fake, dist)) - corr_weight * mean(rho)
     L_G = mean(g_loss(s_fake))              - corr_weight_g * mean(rho)
 
-It returns the values and the three gradient streams (no autograd graph; the caller
-feeds them to the networks' backward):
+It returns the values and the gradients in their parts (no autograd graph; the caller
+feeds them to the networks' backward), :class:`ObjectiveOutput`:
 
-* ``grad_real``   = dL_D / de_real     -> discriminator parameters (real forward)
-* ``grad_fake_d`` = dL_D / de_fake     -> discriminator parameters (fake forward)
-* ``grad_fake_g`` = dL_G / de_fake     -> generator, through the fake images
+* ``corr`` (B, n) = d(-mean rho)/de_fake, zero-mean per row: the correlation part of both
+  fake streams (times ``corr_weight`` in L_D's, ``corr_weight_g`` in L_G's);
+* ``slope_real``, ``slope_fake_d``, ``slope_fake_g`` (B,) = dL_D/ds_real, the adversarial
+  dL_D/ds_fake and dL_G/ds_fake: the score parts.
 
-The "split" routing sends ``grad_fake_d`` to D's parameters and ``grad_fake_g`` to D's
-input; the "three_forward" routing sends ``grad_fake_g`` into E(x_fake) and
-``grad_fake_d - grad_fake_g`` into E(sg(x_fake)) (the t2 cancellation).
-Gradients have the dtype of ``e_fake``; values are float32.
+The dense gradients follow (:meth:`ObjectiveOutput.gradients`): dL_D/de_real =
+slope_real / n on every column; dL_D/de_fake = corr_weight * corr + slope_fake_d / n;
+dL_G/de_fake = corr_weight_g * corr + slope_fake_g / n.  Parts are what the routings feed
+(the scores and the raw outputs separately), so no split of dense gradients is needed, and
+the kernel writes one (B, n) tensor instead of three.  The "split" routing sends L_D's parts
+to D's parameters and L_G's to D's input; "three_forward" sends L_G's into E(x_fake) and the
+difference into E(sg(x_fake)) (the t2 cancellation).  ``corr`` has the dtype of ``e_fake``;
+values and slopes are float32 (float64 for float64 inputs).
 
 Backends (see :mod:`ogan_plugin.kernels.pearson` for the kernel design they share):
 
 * ``triton`` (priority 10): one launch computes the scores, rho, both adversarial terms,
-  the two losses (finished by the last program, as the correlation loss is) and writes the
-  three gradient streams, for the ``"qp"`` and ``"hinge"`` losses; other losses, and
-  float64 inputs, use the reference.  Automatic on CUDA (through the
-  ``ogan_plugin::ogan_objective`` operator); on CPU only on request under
-  ``TRITON_INTERPRET=1``.
-* ``reference`` (priority 0): autograd on detached copies, any loss, any device.
+  the two losses (finished by the last program, as the correlation loss is), ``corr`` and
+  the slopes, for the ``"qp"`` and ``"hinge"`` losses; other losses, and float64 inputs,
+  use the reference.  Automatic on CUDA; on CPU only on request under
+  ``TRITON_INTERPRET=1``.  Under ``torch.compile`` the ``ogan_plugin::ogan_objective``
+  operator is traced.
+* ``reference`` (priority 0): torch ops in closed form (:func:`ogan_objective_reference`):
+  the correlation from :func:`~ogan_plugin.kernels.pearson.unit_pair`, the adversarial
+  slopes from the loss's own closed form (every built-in loss) or one autograd pass over
+  the (B,) scores (a plugin's loss without one); any loss, any device.
 """
 
 from __future__ import annotations
@@ -52,10 +60,10 @@ from ogan_plugin.kernels.pearson import (
     _pair_stats_chunked,
     _pair_tiles,
     _unit_chunk,
-    launch_config,
-    pearson_grad_reference,
-    pearson_reference,
+    tile_for,
     triton_serves,
+    unit_pair,
+    unit_pair_grad,
 )
 from ogan_plugin.registry import Backend
 
@@ -68,33 +76,45 @@ FUSED_LOSSES = {"qp": 0, "hinge": 1}
 
 
 class ObjectiveOutput(NamedTuple):
-    """Values (float32) and gradient streams of the fused objective."""
+    """Values and gradient parts of the objective (module docstring)."""
 
     loss_d: Tensor
     loss_g: Tensor
     rho: Tensor
-    grad_real: Tensor
-    grad_fake_d: Tensor
-    grad_fake_g: Tensor
+    corr: Tensor
+    slope_real: Tensor
+    slope_fake_d: Tensor
+    slope_fake_g: Tensor
+
+    def gradients(self, corr_weight: float, corr_weight_g: float) -> tuple[Tensor, Tensor, Tensor]:
+        """The dense gradients (dL_D/de_real, dL_D/de_fake, dL_G/de_fake), in the dtype of ``corr``."""
+        B, n = self.corr.shape
+        dtype = torch.promote_types(self.corr.dtype, self.slope_real.dtype)
+        corr = self.corr.to(dtype)
+        grad_real = (self.slope_real.to(dtype) / n).unsqueeze(1).expand(B, n)
+        grad_d = corr_weight * corr + (self.slope_fake_d.to(dtype) / n).unsqueeze(1)
+        grad_g = corr_weight_g * corr + (self.slope_fake_g.to(dtype) / n).unsqueeze(1)
+        return tuple(t.to(self.corr.dtype).contiguous() for t in (grad_real, grad_d, grad_g))  # type: ignore[return-value]
 
 
 # --- Triton kernel ----------------------------------------------------------------------
 @_TRITON.kernel(do_not_specialize=("B", "s_dist", "loss_kind"))
 def _objective_kernel(
-    er_ptr, ef_ptr, z_ptr, dist_ptr, rho_ptr, gr_ptr, gfd_ptr, gfg_ptr, part_ptr, count_ptr, loss_d_ptr, loss_g_ptr,
-    B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, corr_weight_g, inv_b, inv_bn, loss_kind,
+    er_ptr, ef_ptr, z_ptr, dist_ptr, rho_ptr, corr_ptr, sr_ptr, sfd_ptr, sfg_ptr, part_ptr, count_ptr, loss_d_ptr,
+    loss_g_ptr, B, n, srb, srn, sfb, sfn, szb, szn, s_dist, eps, corr_weight, corr_weight_g, inv_b, loss_kind,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ONE_BLOCK: tl.constexpr, RBLOCK: tl.constexpr,
 ):
-    """The whole objective for ROWS rows: scores, rho, losses (last program) and 3 gradients.
+    """The whole objective: scores, rho, the losses (last program), the correlation gradient and 3 slopes.
 
     ``loss_kind`` (a :data:`FUSED_LOSSES` value) is a runtime argument: one compiled
-    kernel serves qp and hinge.
+    kernel serves qp and hinge.  One block of ROWS rows per program (GAN batches are small;
+    a loop over blocks would add registers, and spills, to the long-row form).
     """
     pid = tl.program_id(0)
-    rows = pid * ROWS + tl.arange(0, ROWS)
-    row_mask = rows < B
     cols = tl.arange(0, BLOCK_N)
     nf = n.to(tl.float32)
+    rows = pid * ROWS + tl.arange(0, ROWS)
+    row_mask = rows < B
     if ONE_BLOCK:
         er, _ = _load_tile(er_ptr, rows, row_mask, cols, n, srb, srn)
         s_real = tl.div_rn(tl.sum(er, axis=1), nf)
@@ -124,30 +144,27 @@ def _objective_kernel(
         d_row = tl.maximum(a, 0.0) + tl.maximum(b, 0.0)
         slope_real = -(a > 0).to(tl.float32)
         slope_fake = (b > 0).to(tl.float32)
-    g_row = -s_fake  # generator side of both: -s_fake
+    g_row = -s_fake  # generator side of both: -s_fake, slope -1
     tl.store(rho_ptr + rows, rho, mask=row_mask)
-    c = tl.div_rn(-inv_b + tl.zeros_like(de), de)  # d(-w mean rho)/de = w * c * (u - [||ec|| >= eps] rho v)
-    real_slope = (slope_real * inv_bn)[:, None]
-    fake_slope = (slope_fake * inv_bn)[:, None]
+    tl.store(sr_ptr + rows, slope_real * inv_b, mask=row_mask)
+    tl.store(sfd_ptr + rows, slope_fake * inv_b, mask=row_mask)
+    tl.store(sfg_ptr + rows, tl.zeros_like(slope_fake) - inv_b, mask=row_mask)
+    c = tl.div_rn(-inv_b + tl.zeros_like(de), de)  # d(-mean rho)/de = c * (u - [||ec|| >= eps] rho v)
     if ONE_BLOCK:
-        corr = c[:, None] * (u - (ae * rho)[:, None] * v)
         out = rows[:, None].to(tl.int64) * n + cols[None, :]
-        tl.store(gr_ptr + out, tl.zeros_like(corr) + real_slope, mask=mask)
-        tl.store(gfd_ptr + out, corr_weight * corr + fake_slope, mask=mask)
-        tl.store(gfg_ptr + out, corr_weight_g * corr - inv_bn, mask=mask)
+        tl.store(corr_ptr + out, c[:, None] * (u - (ae * rho)[:, None] * v), mask=mask)
     else:
         for start in range(0, n, BLOCK_N):
             z, mask = _load_tile(z_ptr, rows, row_mask, start + cols, n, szb, szn)
             ef, _ = _load_tile(ef_ptr, rows, row_mask, start + cols, n, sfb, sfn)
             u = _unit_chunk(z, mask, m1z, inv_z, cz, fz)
             v = _unit_chunk(ef, mask, m1e, inv_e, ce, fe)
-            corr = c[:, None] * (u - (ae * rho)[:, None] * v)
             out = rows[:, None].to(tl.int64) * n + (start + cols)[None, :]
-            tl.store(gr_ptr + out, tl.zeros_like(corr) + real_slope, mask=mask)
-            tl.store(gfd_ptr + out, corr_weight * corr + fake_slope, mask=mask)
-            tl.store(gfg_ptr + out, corr_weight_g * corr - inv_bn, mask=mask)
-    tl.store(part_ptr + pid * 2, tl.sum(tl.where(row_mask, d_row - corr_weight * rho, 0.0), axis=0))
-    tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.where(row_mask, g_row - corr_weight_g * rho, 0.0), axis=0))
+            tl.store(corr_ptr + out, c[:, None] * (u - (ae * rho)[:, None] * v), mask=mask)
+    tot_d = tl.where(row_mask, d_row - corr_weight * rho, 0.0)
+    tot_g = tl.where(row_mask, g_row - corr_weight_g * rho, 0.0)
+    tl.store(part_ptr + pid * 2, tl.sum(tot_d, axis=0))
+    tl.store(part_ptr + pid * 2 + 1, tl.sum(tot_g, axis=0))
     _finish_sums(part_ptr, count_ptr, loss_d_ptr, loss_g_ptr, inv_b, 2, RBLOCK)
 
 
@@ -167,26 +184,27 @@ def objective_launch(
     """The fused objective's launch and its outputs (allocated, not yet written)."""
     _TRITON.build()
     B, n = e_fake.shape
-    cfg = launch_config(B, n, max_block)
+    cfg, options = tile_for(n, max_block)
+    grid = -(-B // cfg["ROWS"])
     dev = e_fake.device
     alloc = _pearson._alloc
     rho = alloc(B, torch.float32, dev)
-    grad_real = alloc((B, n), e_real.dtype, dev)
-    grad_fake_d = alloc((B, n), e_fake.dtype, dev)
-    grad_fake_g = alloc((B, n), e_fake.dtype, dev)
-    loss_d = alloc((), torch.float32, dev)
-    loss_g = alloc((), torch.float32, dev)
-    parts = alloc(2 * cfg["grid"], torch.float32, dev)
+    corr = alloc((B, n), e_fake.dtype, dev)
+    # three rows 16-byte aligned whatever B (Triton specialises pointers on alignment: an
+    # unaligned row would compile another kernel for some batch sizes)
+    slopes = alloc((3, -(-B // 4) * 4), torch.float32, dev)[:, :B]
+    losses = alloc(2, torch.float32, dev)
+    parts = alloc(2 * grid, torch.float32, dev)
     count = _pearson._ticket(dev)
     args = (
-        e_real, e_fake, z, dist if dist is not None else rho, rho, grad_real, grad_fake_d, grad_fake_g,
-        parts, count, loss_d, loss_g,
+        e_real, e_fake, z, dist if dist is not None else rho, rho, corr, slopes[0], slopes[1], slopes[2],
+        parts, count, losses[0], losses[1],
         B, n, e_real.stride(0), e_real.stride(1), e_fake.stride(0), e_fake.stride(1), z.stride(0), z.stride(1),
         dist.stride(0) if dist is not None else 0,
-        float(eps), float(corr_weight), float(corr_weight_g), 1.0 / B, 1.0 / (B * n), FUSED_LOSSES[loss],
+        float(eps), float(corr_weight), float(corr_weight_g), 1.0 / B, FUSED_LOSSES[loss],
     )
-    launch = _pearson.Launch(_objective_kernel, cfg["grid"], args, {**_pearson._options(cfg), "RBLOCK": _pearson.RBLOCK})
-    return launch, ObjectiveOutput(loss_d, loss_g, rho, grad_real, grad_fake_d, grad_fake_g)
+    launch = _pearson.Launch(_objective_kernel, grid, args, {**options, "RBLOCK": _pearson.RBLOCK})
+    return launch, ObjectiveOutput(losses[0], losses[1], rho, corr, slopes[0], slopes[1], slopes[2])
 
 
 def ogan_objective_forward(
@@ -210,7 +228,7 @@ def ogan_objective_forward(
     return _pearson._launched(e_fake.device, objective_launch, *args, max_block=max_block)[0]
 
 
-# --- backend function --------------------------------------------------------------------
+# --- backend functions -----------------------------------------------------------------------
 def is_fused(loss: Any, dist: Optional[Tensor], *tensors: Tensor) -> bool:
     """Whether the fused kernel computes this objective (else the reference does)."""
     return (
@@ -234,25 +252,20 @@ def ogan_objective_triton(
 ) -> ObjectiveOutput:
     """Backend ``triton`` of op ``ogan_objective``: the fused kernel for qp/hinge, else the reference.
 
-    CUDA tensors go through the ``ogan_plugin::ogan_objective`` operator (traced by
-    ``torch.compile``); CPU tensors run the launcher in Triton's interpreter (under
-    ``torch.compile``: the operator, whose CPU implementation is the closed form).
+    Eager calls launch the kernel directly (on CUDA, or on CPU in Triton's interpreter);
+    under ``torch.compile`` the ``ogan_plugin::ogan_objective`` operator is traced (its CPU
+    implementation is the reference).
     """
     if not is_fused(loss, dist, e_real, e_fake, z):
         return ogan_objective_reference(e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     e_real, e_fake, z = e_real.detach(), e_fake.detach(), z.detach()
     dist = dist.detach() if dist is not None else None
     weights = float(corr_weight), float(corr_weight_g)
-    if e_fake.device.type == "cuda" or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return ObjectiveOutput(
             *torch.ops.ogan_plugin.ogan_objective(e_real, e_fake, z, dist, loss, *weights, float(eps))
         )
-    return _interpreted_objective(e_real, e_fake, z, dist, loss, *weights, float(eps))
-
-
-@torch.compiler.disable
-def _interpreted_objective(*args: Any) -> ObjectiveOutput:
-    return ogan_objective_forward(*args)
+    return ogan_objective_forward(e_real, e_fake, z, dist, loss, *weights, float(eps))
 
 
 # --- torch reference ---------------------------------------------------------------------
@@ -261,80 +274,54 @@ def ogan_objective_reference(
     e_fake: Tensor,
     z: Tensor,
     dist: Optional[Tensor],
-    loss: str,
+    loss: Any,
     corr_weight: float,
     corr_weight_g: float,
     eps: float,
 ) -> ObjectiveOutput:
-    """Reference implementation: autograd on detached float32 (or float64) copies."""
-    from ogan_plugin.losses import get_loss
+    """Reference implementation: torch ops in closed form, any loss (a name or an
+    :class:`~ogan_plugin.losses.AdversarialLoss`), any device; computes in float32 (float64
+    for float64 inputs; the correlation in float64 on the CPU)."""
+    from ogan_plugin.losses import get_loss, loss_slopes
 
     adv = get_loss(loss)
-    dtype = torch.float64 if e_fake.dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        er = e_real.detach().to(dtype).requires_grad_(True)
-        ef = e_fake.detach().to(dtype).requires_grad_(True)
-        s_real, s_fake = er.mean(dim=1), ef.mean(dim=1)
-        rho = pearson_reference(z.detach(), ef, eps)
-        loss_d = adv.d_loss(s_real, s_fake, dist).mean() - corr_weight * rho.mean()
-        loss_g = adv.g_loss(s_fake).mean() - corr_weight_g * rho.mean()
-        grad_real, grad_fake_d = torch.autograd.grad(loss_d, (er, ef), retain_graph=True)
-        (grad_fake_g,) = torch.autograd.grad(loss_g, ef)
-    return ObjectiveOutput(
-        loss_d.detach(),
-        loss_g.detach(),
-        rho.detach(),
-        grad_real.to(e_real.dtype),
-        grad_fake_d.to(e_fake.dtype),
-        grad_fake_g.to(e_fake.dtype),
-    )
-
-
-def ogan_objective_closed_form(
-    e_real: Tensor,
-    e_fake: Tensor,
-    z: Tensor,
-    dist: Optional[Tensor],
-    loss: str,
-    corr_weight: float,
-    corr_weight_g: float,
-    eps: float,
-) -> ObjectiveOutput:
-    """The fused losses (``"qp"``, ``"hinge"``) in closed form with torch ops (no autograd).
-
-    Same values as :func:`ogan_objective_reference`; the CPU implementation of the
-    ``ogan_plugin::ogan_objective`` operator (whose implementations cannot run autograd).
-    """
-    if loss not in FUSED_LOSSES:
-        raise ValueError(f"the closed form covers the losses {sorted(FUSED_LOSSES)}, got {loss!r}")
-    if loss == "qp" and dist is None:
-        raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
-    dtype = torch.float64 if e_fake.dtype == torch.float64 else torch.float32
-    B, n = e_fake.shape
-    er, ef = e_real.detach().to(dtype), e_fake.detach().to(dtype)
-    s_real, s_fake = er.mean(dim=1), ef.mean(dim=1)
-    if loss == "qp":
-        d = dist.detach().to(dtype)
-        t = s_fake - s_real
-        d_row = t + 0.25 * t * t / d
-        slope_fake = 1 + 0.5 * t / d
-        slope_real = -slope_fake
+    dtype = torch.float64 if torch.float64 in (e_real.dtype, e_fake.dtype) else torch.float32
+    B = e_fake.shape[0]
+    if z.device.type == "cpu" and torch.float64 not in (z.dtype, e_fake.dtype, e_real.dtype):
+        # the CPU's fast path: z, e_fake and e_real in one float64 tensor (no row scaling is
+        # needed there, see unit_pair), so each step below is one op for all three
+        X = torch.stack((z.detach(), e_fake.detach(), e_real.detach()) if z.dtype == e_fake.dtype == e_real.dtype
+                        else (z.detach().float(), e_fake.detach().float(), e_real.detach().float())).double()
+        means = X.mean(dim=-1, keepdim=True)
+        Xc = X[:2] - means[:2]
+        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True)
+        denom = norm.clamp_min(eps)
+        U = Xc / denom
+        rho = (U[0] * U[1]).sum(dim=-1)
+        corr = (U[0] - (norm[1] >= eps) * rho.unsqueeze(1) * U[1]) * ((-1.0 / B) / denom[1])
+        s_fake, s_real = means[1, :, 0].to(dtype), means[2, :, 0].to(dtype)
     else:
-        a, b = 1 - s_real, 1 + s_fake
-        d_row = a.clamp_min(0) + b.clamp_min(0)
-        slope_real, slope_fake = -(a > 0).to(dtype), (b > 0).to(dtype)
-    rho = pearson_reference(z.detach(), ef, eps)
-    _, corr = pearson_grad_reference(torch.ones_like(s_fake), z.detach(), ef, eps, -1.0 / B, False, True)
-    grad_real = (slope_real / (B * n)).unsqueeze(1).expand(B, n)
-    mean_rho = rho.mean()
+        s_real = e_real.detach().to(dtype).mean(dim=1)
+        s_fake = e_fake.detach().to(dtype).mean(dim=1)
+        U, denom, flag, rho = unit_pair(z.detach(), e_fake.detach(), eps)
+        _, corr = unit_pair_grad(torch.full_like(rho, -1.0 / B), U, denom, flag, rho, False, True)
+    d = dist.detach().to(dtype) if dist is not None else None
+    slopes = loss_slopes(adv, s_real, s_fake, d)
+    mean_rho = rho.mean().to(dtype)
+    inv_b = 1.0 / B
     return ObjectiveOutput(
-        (d_row.mean() - corr_weight * mean_rho).to(rho.dtype),
-        (-s_fake.mean() - corr_weight_g * mean_rho).to(rho.dtype),
-        rho,
-        grad_real.to(e_real.dtype).contiguous(),
-        (corr_weight * corr + (slope_fake / (B * n)).unsqueeze(1)).to(e_fake.dtype),
-        (corr_weight_g * corr - 1.0 / (B * n)).to(e_fake.dtype),
+        slopes.d.mean().to(dtype) - corr_weight * mean_rho,
+        slopes.g.mean().to(dtype) - corr_weight_g * mean_rho,
+        rho.to(dtype),
+        corr.to(e_fake.dtype),
+        slopes.d_real.to(dtype) * inv_b,
+        slopes.d_fake.to(dtype) * inv_b,
+        slopes.g_fake.to(dtype) * inv_b,
     )
+
+
+#: the closed form is the reference (kept under this name for the operator's CPU implementation)
+ogan_objective_closed_form = ogan_objective_reference
 
 
 # --- registration ------------------------------------------------------------------------
@@ -357,6 +344,6 @@ def ogan_backends() -> list[Backend]:
             name="reference",
             fn=ogan_objective_reference,
             priority=0,
-            description="torch reference (autograd on detached copies), any device",
+            description="torch ops in closed form (losses without one: one autograd pass over the scores), any device",
         )
     ]

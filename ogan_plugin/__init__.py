@@ -28,7 +28,8 @@ from ogan_plugin.losses import (
 )
 from ogan_plugin.reconstruction import Inversion, interpolate, invert, reconstruct
 from ogan_plugin.ema import EMA
-from ogan_plugin.training import SingleLossOutput, SingleLossStep, StepResult, single_loss
+from ogan_plugin.step import SingleLossStep, StepResult
+from ogan_plugin.training import SingleLossOutput, single_loss
 from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
 
 __version__ = "0.2.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.registry import dispatch
 
-__all__ = ["EPS", "check_pair", "pearson_correlation", "correlation_loss", "CorrelationLoss"]
+__all__ = ["EPS", "check_pair", "check_result", "pearson_correlation", "correlation_loss", "CorrelationLoss"]
 
 
 def _check_finite(names: tuple[str, str], tensors: tuple[Tensor, Tensor], check_finite: Optional[bool]) -> None:
@@ -31,6 +32,29 @@ def _check_finite(names: tuple[str, str], tensors: tuple[Tensor, Tensor], check_
     for name, t in zip(names, tensors):  # the error path only: find which one
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf values")
+
+
+def check_result(
+    out: Tensor, names: tuple[str, str], tensors: tuple[Tensor, Tensor], check_finite: Optional[bool]
+) -> None:
+    """The finite check of :func:`check_pair`, made on a result computed from ``tensors``.
+
+    A NaN or inf in either input makes every reduction that reads it non-finite (the row's
+    rho, and so the loss), so a finite result proves finite inputs: one read of the small
+    result replaces two passes over the inputs.  Only a non-finite result reads the inputs,
+    to name the bad one.  Same rule as :func:`check_pair` (``None``: CPU only; ``True``:
+    every device, one synchronisation on a GPU, skipped during CUDA-graph capture and under
+    ``torch.compile``; ``False``: never).
+    """
+    if check_finite is False or torch.compiler.is_compiling():
+        return
+    device = out.device
+    if device.type != "cpu":
+        if check_finite is None or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            return
+    finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out).all())
+    if not finite:
+        _check_finite(names, tensors, True)
 
 
 def check_pair(
@@ -103,8 +127,10 @@ def pearson_correlation(
         ValueError: bad shapes, devices or values, naming the argument (see :func:`check_pair`).
         ogan_plugin.registry.BackendUnavailableError: ``backend`` cannot run here.
     """
-    check_pair(z, e, check_finite=check_finite)
-    return dispatch("pearson", e.device.type, backend)(z, e, eps)
+    check_pair(z, e, check_finite=False)
+    rho = dispatch("pearson", e.device.type, backend)(z, e, eps)
+    check_result(rho, ("z", "e"), (z, e), check_finite)
+    return rho
 
 
 def correlation_loss(
@@ -139,8 +165,10 @@ def correlation_loss(
     """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise TypeError(f"weight must be a number, got {type(weight).__name__}")
-    check_pair(z, e, check_finite=check_finite)
-    return dispatch("correlation_loss", e.device.type, backend)(z, e, float(weight), eps)
+    check_pair(z, e, check_finite=False)
+    loss = dispatch("correlation_loss", e.device.type, backend)(z, e, float(weight), eps)
+    check_result(loss, ("z", "e"), (z, e), check_finite)
+    return loss
 
 
 class CorrelationLoss(torch.nn.Module):

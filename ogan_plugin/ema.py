@@ -52,19 +52,53 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: Optional[nn.Module] = None) -> None:
-        """Move the average towards ``module``'s current weights (default: :attr:`source`)."""
+        """Move the average towards ``module``'s current weights (default: :attr:`source`).
+
+        The pairs of tensors are found once per source module (and again if its tensors
+        change), and updated with one fused ``_foreach`` call per kind: a few kernel launches
+        per update, however many parameters (it runs inside a captured training step too).
+        """
         src = self.source if module is None else module
-        live = dict(src.named_parameters())
+        pairs = self._pairs(src)
+        (ema_p, live_p), (ema_b, live_b), mixed = pairs
+        if ema_p:
+            torch._foreach_lerp_(ema_p, live_p, 1.0 - self.decay)
+        if ema_b:
+            torch._foreach_copy_(ema_b, live_b)
+        for p_ema, p in mixed:  # a parameter in another dtype than its average
+            p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - self.decay)
+        self.num_updates += 1
+
+    def _pairs(self, src: nn.Module) -> tuple:
+        """((averages, live params), (average buffers, live buffers), [(average, live) of other dtypes]),
+        remembered for ``src`` while its parameters and buffers are the same tensors."""
+        live = list(src.parameters()) + list(src.buffers())
+        cached = self.__dict__.get("_cached_pairs")
+        if cached is not None and cached[0] is src and len(cached[1]) == len(live) and all(
+            a is b for a, b in zip(cached[1], live)
+        ):
+            return cached[2]
+        named = dict(src.named_parameters())
+        ema_p, live_p, mixed = [], [], []
         for name, p_ema in self.module.named_parameters():
-            p = live.get(name)
+            p = named.get(name)
             if p is None:
                 raise ValueError(f"module has no parameter {name!r}: it is not the module this EMA tracks")
-            p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - self.decay)
-        live_buffers = dict(src.named_buffers())
+            if p.dtype == p_ema.dtype and p.device == p_ema.device:
+                ema_p.append(p_ema)
+                live_p.append(p.detach())
+            else:
+                mixed.append((p_ema, p))
+        named_b = dict(src.named_buffers())
+        ema_b, live_b = [], []
         for name, b_ema in self.module.named_buffers():
-            if name in live_buffers:
-                b_ema.copy_(live_buffers[name])
-        self.num_updates += 1
+            b = named_b.get(name)
+            if b is not None:
+                ema_b.append(b_ema)
+                live_b.append(b)
+        pairs = ((ema_p, live_p), (ema_b, live_b), mixed)
+        self.__dict__["_cached_pairs"] = (src, live, pairs)
+        return pairs
 
     def state_dict(self) -> dict[str, Any]:
         """``{"decay", "num_updates", "module"}`` (the averaged copy's state dict)."""

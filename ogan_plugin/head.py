@@ -87,13 +87,15 @@ class OGANHead(nn.Module):
         self.patch_reduction = patch_reduction
         self.last_raw: Optional[Tensor] = None
         self.last_score: Optional[Tensor] = None  # what the last forward returned (a score, or a patch map)
+        self.last_mean: Optional[Tensor] = None  # mean(last_raw) per row, in float32 (float64)
         self.register_load_state_dict_pre_hook(_keep_reduction_without_extra_state)
 
     def forward(self, h: Tensor) -> Tensor:
         out = self.layer(h)
         if self.scaled:
             out = out * self.output_scale.to(out.dtype)
-        spatial = conv_spatial_dims(self.layer)
+        spatial = self._spatial_dims()
+        state = self.__dict__  # the last forward's values: plain attributes, set without Module.__setattr__
         if spatial is None:
             # a row per sample: (B, z_dim) -> score (B, 1)
             if out.dim() != 2 or out.shape[1] != self.z_dim:
@@ -118,13 +120,24 @@ class OGANHead(nn.Module):
                 scores = _accumulate(out).mean(dim=1, keepdim=True)
                 reduced = _accumulate(self.patch_reduction(out))
                 raw = reduced - reduced.mean(dim=1, keepdim=True) + scores.flatten(1).mean(dim=1, keepdim=True)
-                self.last_raw = raw.to(out.dtype)
-                self.last_score = scores.to(out.dtype)
-                return self.last_score
-        self.last_raw = raw
-        score = _accumulate(raw).mean(dim=1).to(raw.dtype)
-        self.last_score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
-        return self.last_score
+                state["last_raw"] = raw.to(out.dtype)
+                state["last_mean"] = None  # decompose takes the mean of last_raw itself (its rounding)
+                state["last_score"] = scores.to(out.dtype)
+                return state["last_score"]
+        mean = _accumulate(raw).mean(dim=1)
+        state["last_raw"] = raw
+        state["last_mean"] = mean
+        score = mean if mean.dtype == raw.dtype else mean.to(raw.dtype)
+        state["last_score"] = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        return state["last_score"]
+
+    def _spatial_dims(self) -> Optional[int]:
+        """:func:`conv_spatial_dims` of the layer, remembered for the layer object."""
+        layer = self.layer
+        known = self.__dict__.get("_spatial_of")
+        if known is None or known[0] is not layer:
+            known = self.__dict__["_spatial_of"] = (layer, conv_spatial_dims(layer))
+        return known[1]
 
     def get_extra_state(self) -> Tensor:
         """What the head's ``state_dict()`` holds besides its tensors: its patch reduction.
@@ -170,7 +183,7 @@ class OGANHead(nn.Module):
         # the last forward's output (possibly part of an autograd graph) is not state:
         # copy.deepcopy and pickling would fail on it after a plain forward
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "last_raw": None, "last_score": None}
+        return {**state, "last_raw": None, "last_score": None, "last_mean": None, "_spatial_of": None}
 
     def _not_per_sample(self, h: Tensor, out: Tensor, expected: str) -> str:
         return (
@@ -568,6 +581,13 @@ class OGANDiscriminator(nn.Module):
             AttributeError: ``head_path`` no longer names a submodule of the wrapped
                 discriminator (its head was replaced after :func:`wrap`).
         """
+        module = self.__dict__["_modules"]["discriminator"]
+        for name in self.head_path.split("."):  # the path through the modules' own tables: a few dict lookups
+            module = module.__dict__["_modules"].get(name) if isinstance(module, nn.Module) else None
+            if module is None:
+                break
+        if isinstance(module, OGANHead):
+            return module
         try:
             return self.discriminator.get_submodule(self.head_path)  # type: ignore[return-value]
         except AttributeError as exc:
@@ -579,21 +599,25 @@ class OGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.discriminator(x, *args, **kwargs)
 
-    def _run(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Any]:
-        """D's forward on ``x``: (the head's raw outputs, what the head returned, D's output)."""
+    def _run(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Any, Tensor]:
+        """D's forward on ``x``: (the head's raw outputs, what the head returned, D's output,
+        the head's mean per row in float32 or float64)."""
         head = self.head
-        head.last_raw = head.last_score = None
+        state = head.__dict__
+        state["last_raw"] = state["last_score"] = state["last_mean"] = None
         output = self(x, *args, **kwargs)  # through forward: a patched forward (accelerate's autocast) applies
-        raw, head_out = head.last_raw, head.last_score
-        head.last_raw = head.last_score = None
+        raw, head_out, mean = state["last_raw"], state["last_score"], state.get("last_mean")
+        state["last_raw"] = state["last_score"] = state["last_mean"] = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
-        return raw, head_out, output
+        if mean is None:  # a head subclass that sets last_raw only
+            mean = _accumulate(raw).mean(dim=1)
+        return raw, head_out, output, mean
 
     def raw_outputs(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
         """Run D on ``x`` (extra arguments, such as labels, go to D's forward); return the
         head's raw outputs (B, z_dim) and D's own output.  No score is picked."""
-        raw, _, output = self._run(x, *args, **kwargs)
+        raw, _, output, _ = self._run(x, *args, **kwargs)
         return raw, output
 
     def decompose(self, x: Tensor, *args: Any, **kwargs: Any) -> Decomposition:
@@ -602,13 +626,11 @@ class OGANDiscriminator(nn.Module):
         Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
         score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
         """
-        raw, head_out, output = self._run(x, *args, **kwargs)
-        acc = _accumulate(raw)
-        head_score = acc.mean(dim=1)
+        raw, head_out, output, head_score = self._run(x, *args, **kwargs)
         score = pick_score(
             output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
         )
-        return Decomposition(score, acc - head_score[:, None], raw, output)
+        return Decomposition(score, _accumulate(raw) - head_score.unsqueeze(1), raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).

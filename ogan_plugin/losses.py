@@ -24,6 +24,8 @@ from ogan_plugin.kernels.pearson import EPS
 
 __all__ = [
     "AdversarialLoss",
+    "LossSlopes",
+    "loss_slopes",
     "QPLoss",
     "HingeLoss",
     "BCELoss",
@@ -43,6 +45,11 @@ __all__ = [
 ]
 
 
+def _acc(x: Tensor) -> Tensor:
+    """Scores and pixels in their reduction dtype: float32, float64 when they already are."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _reduce(x: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return x.mean()
@@ -54,68 +61,91 @@ def _reduce(x: Tensor, reduction: str) -> Tensor:
 
 
 def pixel_distance(x_real: Tensor, x_fake: Tensor, floor: float = 1e-8) -> Tensor:
-    """Per-sample mean squared pixel distance (B,) used by the QP loss (float32)."""
+    """Per-sample mean squared pixel distance (B,) used by the QP loss (float32; float64 for float64 images)."""
     if x_real.shape != x_fake.shape:
         raise ValueError(
             f"x_real and x_fake must have the same shape for the QP distance, got "
             f"{tuple(x_real.shape)} and {tuple(x_fake.shape)}"
         )
-    d = (x_real.float() - x_fake.float()).pow(2).flatten(1).mean(dim=1)
+    d = (_acc(x_real) - _acc(x_fake)).pow(2).flatten(1).mean(dim=1)
     return d.clamp_min(floor)
 
 
 # --- functional forms -------------------------------------------------------------------
 def qp_d_loss(real_score: Tensor, fake_score: Tensor, dist: Tensor, reduction: str = "mean") -> Tensor:
     """QP discriminator loss: ``t + 0.25 * t**2 / dist`` with ``t = fake - real``."""
-    t = fake_score.float() - real_score.float()
-    return _reduce(t + 0.25 * t * t / dist.float(), reduction)
+    t = _acc(fake_score) - _acc(real_score)
+    return _reduce(t + 0.25 * t * t / _acc(dist), reduction)
 
 
 def qp_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
     """QP generator loss: ``-fake`` (the gradient of METHOD.md's t2)."""
-    return _reduce(-fake_score.float(), reduction)
+    return _reduce(-_acc(fake_score), reduction)
 
 
 def hinge_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     """Hinge discriminator loss: ``relu(1 - real) + relu(1 + fake)``."""
-    return _reduce(F.relu(1 - real_score.float()) + F.relu(1 + fake_score.float()), reduction)
+    return _reduce(F.relu(1 - _acc(real_score)) + F.relu(1 + _acc(fake_score)), reduction)
 
 
 def hinge_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
     """Hinge generator loss: ``-fake``."""
-    return _reduce(-fake_score.float(), reduction)
+    return _reduce(-_acc(fake_score), reduction)
 
 
 def bce_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy on logits: ``softplus(-real) + softplus(fake)``."""
-    return _reduce(F.softplus(-real_score.float()) + F.softplus(fake_score.float()), reduction)
+    return _reduce(F.softplus(-_acc(real_score)) + F.softplus(_acc(fake_score)), reduction)
 
 
 def bce_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
     """Non-saturating generator loss: ``softplus(-fake)``."""
-    return _reduce(F.softplus(-fake_score.float()), reduction)
+    return _reduce(F.softplus(-_acc(fake_score)), reduction)
 
 
 def wgan_d_loss(real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     """WGAN critic loss ``fake - real`` (bring your own Lipschitz constraint)."""
-    return _reduce(fake_score.float() - real_score.float(), reduction)
+    return _reduce(_acc(fake_score) - _acc(real_score), reduction)
 
 
 def wgan_g_loss(fake_score: Tensor, reduction: str = "mean") -> Tensor:
     """WGAN generator loss ``-fake``."""
-    return _reduce(-fake_score.float(), reduction)
+    return _reduce(-_acc(fake_score), reduction)
 
 
 # --- loss objects (registered through the plugin hook) ---------------------------------
+class LossSlopes(NamedTuple):
+    """Per-sample values of both sides of a loss and their derivatives in the scores.
+
+    ``d``, ``g``: the per-sample discriminator and generator losses (B,);
+    ``d_real``, ``d_fake``: B times the derivatives of ``mean(d)`` in the real and the fake
+    scores; ``g_fake``: B times the derivative of ``mean(g)`` in the fake scores.  (For a
+    per-sample loss these are each sample's own slopes.)
+    """
+
+    d: Tensor
+    g: Tensor
+    d_real: Tensor
+    d_fake: Tensor
+    g_fake: Tensor
+
+
 class AdversarialLoss:
     """Both sides of one adversarial loss, per sample.
 
     Subclasses set ``name`` and ``needs_dist`` (True when the discriminator side needs
-    :func:`pixel_distance`) and implement :meth:`d_loss` and :meth:`g_loss`.
+    :func:`pixel_distance`) and implement :meth:`d_loss` and :meth:`g_loss`.  They may
+    implement :meth:`slopes` (the values and their derivatives in closed form): the
+    single-loss step then computes its objective with no autograd pass of its own.
     """
 
     name: str = ""
     needs_dist: bool = False
+
+    def slopes(self, real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None) -> Optional[LossSlopes]:
+        """Closed-form :class:`LossSlopes` on float32/float64 scores, or None (the default):
+        :func:`loss_slopes` then differentiates :meth:`d_loss` and :meth:`g_loss`."""
+        return None
 
     def d_loss(self, real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor] = None) -> Tensor:
         """Per-sample discriminator loss (B,)."""
@@ -140,6 +170,14 @@ class QPLoss(AdversarialLoss):
     def g_loss(self, fake_score):
         return qp_g_loss(fake_score, "none")
 
+    def slopes(self, real_score, fake_score, dist=None):
+        if dist is None:
+            raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
+        t = fake_score - real_score
+        t_over = t / dist.to(t.dtype)
+        slope = 1 + 0.5 * t_over
+        return LossSlopes(t + 0.25 * t * t_over, -fake_score, -slope, slope, torch.full_like(fake_score, -1.0))
+
 
 class HingeLoss(AdversarialLoss):
     name = "hinge"
@@ -149,6 +187,11 @@ class HingeLoss(AdversarialLoss):
 
     def g_loss(self, fake_score):
         return hinge_g_loss(fake_score, "none")
+
+    def slopes(self, real_score, fake_score, dist=None):
+        a, b = 1 - real_score, 1 + fake_score
+        return LossSlopes(a.clamp_min(0) + b.clamp_min(0), -fake_score, -(a > 0).to(a.dtype), (b > 0).to(b.dtype),
+                          torch.full_like(fake_score, -1.0))
 
 
 class BCELoss(AdversarialLoss):
@@ -160,6 +203,10 @@ class BCELoss(AdversarialLoss):
     def g_loss(self, fake_score):
         return bce_g_loss(fake_score, "none")
 
+    def slopes(self, real_score, fake_score, dist=None):
+        return LossSlopes(F.softplus(-real_score) + F.softplus(fake_score), F.softplus(-fake_score),
+                          -torch.sigmoid(-real_score), torch.sigmoid(fake_score), -torch.sigmoid(-fake_score))
+
 
 class WGANLoss(AdversarialLoss):
     name = "wgan"
@@ -169,6 +216,10 @@ class WGANLoss(AdversarialLoss):
 
     def g_loss(self, fake_score):
         return wgan_g_loss(fake_score, "none")
+
+    def slopes(self, real_score, fake_score, dist=None):
+        minus = torch.full_like(fake_score, -1.0)
+        return LossSlopes(fake_score - real_score, -fake_score, minus, -minus, minus)
 
 
 @hookimpl
@@ -186,6 +237,25 @@ def get_loss(loss: "str | AdversarialLoss") -> AdversarialLoss:
     if not isinstance(loss, str) or loss not in table:
         raise ValueError(f"loss must be one of {sorted(table)} or an AdversarialLoss, got {loss!r}")
     return table[loss]
+
+
+def loss_slopes(adv: AdversarialLoss, real_score: Tensor, fake_score: Tensor, dist: Optional[Tensor]) -> LossSlopes:
+    """:class:`LossSlopes` of ``adv`` at detached float32/float64 scores: its closed form,
+    or one autograd pass through :meth:`~AdversarialLoss.d_loss` and
+    :meth:`~AdversarialLoss.g_loss` (the fake scores enter each side as their own leaf)."""
+    found = adv.slopes(real_score, fake_score, dist)
+    if found is not None:
+        return found
+    with torch.enable_grad():
+        r = real_score.detach().requires_grad_(True)
+        f_d = fake_score.detach().requires_grad_(True)
+        f_g = fake_score.detach().requires_grad_(True)
+        d, g = adv.d_loss(r, f_d, dist), adv.g_loss(f_g)
+        d_real, d_fake, g_fake = torch.autograd.grad(d.sum() + g.sum(), (r, f_d, f_g), allow_unused=True)
+    zeros = torch.zeros_like(fake_score)
+    return LossSlopes(d.detach().to(fake_score.dtype), g.detach().to(fake_score.dtype),
+                      zeros if d_real is None else d_real, zeros if d_fake is None else d_fake,
+                      zeros if g_fake is None else g_fake)
 
 
 # --- the O-GAN loss ----------------------------------------------------------------------
@@ -222,7 +292,7 @@ def _score_and_raw(e: EncoderOutput, name: str) -> tuple[Tensor, Tensor]:
     if not isinstance(e, Tensor) or e.dim() != 2:
         what = f"shape {tuple(e.shape)}" if isinstance(e, Tensor) else type(e).__name__
         raise TypeError(f"{name} must be D.decompose(x) (a Decomposition) or raw outputs (B, z_dim), got {what}")
-    return e.float().mean(1), e
+    return _acc(e).mean(1), e
 
 
 class OGANLoss(torch.nn.Module):

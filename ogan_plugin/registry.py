@@ -50,7 +50,7 @@ OPS: dict[str, str] = {
     "= -weight * mean(rho) (differentiable)",
     "ogan_objective": "fn(e_real, e_fake, z, dist | None, loss: str, corr_weight: float, corr_weight_g: float, "
     "eps: float) "
-    "-> ObjectiveOutput (values and gradients, see ogan_plugin.kernels.single_loss)",
+    "-> ObjectiveOutput (values and gradient parts, see ogan_plugin.kernels.single_loss)",
 }
 
 #: Environment variable that overrides automatic backend selection.

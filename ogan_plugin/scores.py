@@ -140,7 +140,38 @@ def _per_sample(o: Any, batch: int, where: str) -> Tensor:
             f"one score per sample, shape ({batch},) or ({batch}, ...) (a patch map is averaged). Name "
             "another element with wrap(..., score=...), or use score='head' for the head's mean"
         )
+    if o.numel() == batch:  # one value per sample: the mean of one element is itself
+        return _accumulate(o.reshape(batch))
     return _accumulate(o.reshape(batch, -1)).mean(dim=1)
+
+
+#: autograd nodes that change a tensor's shape, layout or dtype but not which values it holds
+_PASS_THROUGH = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "UnsqueezeBackward0", "SqueezeBackward0",
+    "SqueezeBackward1", "SqueezeBackward2", "TBackward0", "TransposeBackward0", "PermuteBackward0",
+    "CloneBackward0", "ToCopyBackward0", "AliasBackward0",
+})
+
+
+def _through(node: Any) -> Any:
+    """``node``, or the first node below it that is not a mere view, copy or cast."""
+    while node is not None and type(node).__name__ in _PASS_THROUGH and node.next_functions:
+        node = node.next_functions[0][0]
+    return node
+
+
+def _sigmoid_verdict(o: Tensor, logits: Tensor) -> Optional[bool]:
+    """From the autograd graph alone (no values read): True when ``o`` is ``sigmoid(logits)``
+    (up to views, copies and casts), False when ``o`` is ``logits`` itself, None when the
+    graph does not say (no graph, or anything else between them): the values decide then."""
+    top, head = _through(o.grad_fn), _through(logits.grad_fn)
+    if top is None or head is None:
+        return None
+    if top is head:
+        return False
+    if type(top).__name__ == "SigmoidBackward0" and top.next_functions and _through(top.next_functions[0][0]) is head:
+        return True
+    return None
 
 
 def _exact(score: Tensor, o: Tensor, head_score: Tensor) -> Tensor:
@@ -290,10 +321,15 @@ def pick_score(
         value = _per_sample(o, batch, where)
         score = _exact(value, o, head_score)
         # A Sigmoid after the head: D's output is a probability (per sample, or per patch of
-        # a patch map), while the losses want the logit, the head's mean.
+        # a patch map), while the losses want the logit, the head's mean.  The autograd graph
+        # tells at no device cost; without one (no gradients), or under torch.compile (which
+        # traces no graph walk), the values decide, on the device, without a host read.
         logits = head_score if head_out is None else head_out
         if o.numel() != logits.numel():
             return score
+        verdict = None if torch.compiler.is_compiling() else _sigmoid_verdict(o, logits)
+        if verdict is not None:
+            return head_score.to(score.dtype) if verdict else score
         prob = torch.sigmoid(logits.detach().reshape(-1).to(o.dtype))
         tol = 4 * torch.finfo(o.dtype).eps
         is_probability = ((o.detach().reshape(-1) - prob).abs() <= tol).all()

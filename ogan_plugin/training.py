@@ -72,7 +72,7 @@ from ogan_plugin.kernels.single_loss import ObjectiveOutput
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance
 from ogan_plugin.registry import dispatch
 
-__all__ = ["ROUTINGS", "SingleLossOutput", "SingleLossStep", "StepResult", "single_loss"]
+__all__ = ["ROUTINGS", "SingleLossOutput", "single_loss"]
 
 #: Routings accepted by :func:`single_loss` and :class:`SingleLossStep`.
 ROUTINGS = ("split", "three_forward")
@@ -92,20 +92,6 @@ class SingleLossOutput(NamedTuple):
     loss_g: Tensor
     rho: Tensor
     x_fake: Tensor
-
-
-class StepResult(NamedTuple):
-    """Detached logging values of one :meth:`SingleLossStep.step`.
-
-    ``loss`` = ``loss_d + loss_g``; ``rho`` is the batch mean of the correlation;
-    ``step`` the number of optimizer steps taken so far (1 after the first call).
-    """
-
-    loss: Tensor
-    loss_d: Tensor
-    loss_g: Tensor
-    rho: Tensor
-    step: int
 
 
 # --- argument checks (public boundary) -----------------------------------------------------
@@ -170,73 +156,75 @@ def _random_layers_in_training(module: nn.Module) -> list[str]:
     ]
 
 
-# --- the split routing's autograd glue -------------------------------------------------------
-class _SplitRoute(torch.autograd.Function):
-    """The split routing's backward: two vector-Jacobian products of one D forward.
+# --- routing: one autograd node feeds the objective's gradient parts into the networks ------
+class _Plan:
+    """What :class:`_Route` sends where, for one call of :func:`single_loss`.
 
-    ``apply(route, x_fake, *d_params)`` returns a zero scalar; the discriminator forward that
-    saw the fakes (``outputs``, computed from ``x_leaf``, a detached copy of ``x_fake``)
-    is kept on ``ctx`` out of the outer graph.  With incoming scale ``c`` the backward
-    computes
+    ``cotangents``: per differentiable input of the route after ``x_fake``, the gradient it
+    receives (unscaled; the incoming scale multiplies it); ``nested``: for the split
+    routing, ``(outputs, cotangents, x_leaf)`` of the generator's stream, a vector-Jacobian
+    product of D's fake forward with respect to its input only.
+    """
 
-    * ``J_params^T (c * grads_d)``: the gradients of D's parameters, returned as those
-      inputs' gradients (so they reach ``.grad`` through the outer graph, once, together
-      with the real batch's);
-    * ``J_x^T (c * grads_g)``: the gradient of the fakes, returned to ``x_fake`` -> G.
+    __slots__ = ("cotangents", "nested", "unit_scale")
 
-    Neither product computes what it does not need (the first no input gradient of D's
-    first layer, the second no weight gradients), which is what makes the routing
-    cheaper than the alternating update.  One backward per loss: the saved forward is
-    released after it.
+    def __init__(self, cotangents: list[Tensor], nested: Optional[tuple[list[Tensor], list[Tensor], Tensor]]) -> None:
+        self.cotangents = cotangents
+        self.nested = nested
+        #: the caller promises an incoming gradient of exactly 1 (SingleLossStep without a
+        #: GradScaler or accumulation): the cotangents are used as they are
+        self.unit_scale = False
+
+
+def _scaled(g: Tensor, c: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    """``g * c`` in ``dtype`` (float64 stays float64; half types scale in float32); ``c``
+    None: ``g`` itself in ``dtype``."""
+    if c is not None:
+        g = g * c if g.dtype == torch.float64 else g.float() * c
+    return g if g.dtype == dtype else g.to(dtype)
+
+
+class _Route(torch.autograd.Function):
+    """The single loss's one autograd node: value ``loss_d + loss_g``; its backward hands
+    each network output the objective's gradient part for it (and, for the split
+    routing, first runs the generator's stream through D's fake forward to its input).
+
+    ``apply(plan, loss_d, loss_g, x_fake, *outputs)``: ``outputs`` are the D outputs that
+    receive ``plan.cotangents`` (scores and raw outputs of the forwards).  So a training
+    step's backward is one pass of the engine over G, D and this node, plus, for
+    "split", one nested product: D's fake forward w.r.t. its input (no weight gradients).
+    With incoming scale ``c`` (a GradScaler's, ``1 / accumulation``) every gradient is
+    multiplied by ``c``: the loss's gradient is linear in it.
     """
 
     @staticmethod
-    def forward(ctx, route: tuple, x_fake: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        # route = (outputs, grads_d, grads_g, x_leaf, params): tensors inside a tuple are
-        # not inputs, so the outer graph does not reach D's fake forward.
-        ctx.route = route
-        return x_fake.new_zeros((), dtype=torch.float32)
+    def forward(ctx, plan: _Plan, loss_d: Tensor, loss_g: Tensor, x_fake: Tensor, *outputs: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.plan = plan
+        ctx.dtypes = [o.dtype for o in outputs]
+        return (loss_d + loss_g).float()
 
     @staticmethod
     def backward(ctx, c: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        route = ctx.route
-        if route is None:
+        plan = ctx.plan
+        if plan is None:
             raise RuntimeError(
-                "single_loss(routing='split') supports one backward per loss (the discriminator's "
-                "forward is released after it); call single_loss again, or use routing='three_forward'"
+                "single_loss supports one backward per loss (the discriminator's forward is released after "
+                "it); call single_loss again for another backward"
             )
-        ctx.route = None
-        outputs, grads_d, grads_g, x_leaf, params = route
-        param_grads: tuple[Optional[Tensor], ...] = (None,) * len(params)
-        wanted = [i for i in range(len(params)) if ctx.needs_input_grad[2 + i]]
-        if wanted:
-            got = torch.autograd.grad(
-                outputs, [params[i] for i in wanted], _scaled(outputs, grads_d, c), retain_graph=True, allow_unused=True
-            )
-            param_grads = tuple(got[wanted.index(i)] if i in wanted else None for i in range(len(params)))
+        ctx.plan = None
+        if plan.unit_scale:
+            c = None
         grad_x = None
-        if ctx.needs_input_grad[1]:
-            # backward(inputs=) into the leaf's .grad rather than autograd.grad: tools that
-            # hook module inputs (FlopCounterMode, module trackers) reject a nested
-            # autograd.grad with respect to a leaf.
-            x_leaf.grad = None
-            # retain_graph: under torch.compile the fake forward may share one compiled
-            # graph (and backward node) with the outer graph; in eager mode the graph is
-            # freed anyway when ``route`` is dropped at the end of this function.
-            torch.autograd.backward(outputs, _scaled(outputs, grads_g, c), inputs=[x_leaf], retain_graph=True)
-            grad_x, x_leaf.grad = x_leaf.grad, None
-        return (None, grad_x, *param_grads)
+        if plan.nested is not None and ctx.needs_input_grad[3]:
+            outputs, cotangents, x_leaf = plan.nested
+            (grad_x,) = torch.autograd.grad(
+                outputs, (x_leaf,), [_scaled(g, c, o.dtype) for o, g in zip(outputs, cotangents)], retain_graph=True
+            )
+        return (None, None, None, grad_x, *(
+            _scaled(g, c, dtype) if need else None
+            for dtype, g, need in zip(ctx.dtypes, plan.cotangents, ctx.needs_input_grad[4:])
+        ))
 
-
-def _scaled(outputs: list[Tensor], grads: list[Tensor], c: Tensor) -> list[Tensor]:
-    return [(g.float() * c).to(o.dtype) if g.dtype != torch.float64 else g * c for o, g in zip(outputs, grads)]
-
-
-def _dot(e: Tensor, g: Tensor) -> Tensor:
-    """``sum(e * g)`` as a float32 scalar whose gradient w.r.t. ``e`` is ``g`` at ``e``'s
-    precision (float64 stays float64; half types are reduced in float32)."""
-    dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
-    return (e.to(dtype) * g.to(dtype)).sum().float()
 
 
 def _objective_input(d: Decomposition) -> Tensor:
@@ -246,24 +234,7 @@ def _objective_input(d: Decomposition) -> Tensor:
     :mod:`ogan_plugin.scores`) and, since Pearson's rho ignores a constant shift of a row,
     its correlation with z is the head's.  So ``ogan_objective`` (which takes scores as row
     means) needs no change for conditional discriminators."""
-    return (d.code + d.score[:, None].to(d.code.dtype)).detach()
-
-
-def _parts(g: Tensor) -> tuple[Tensor, Tensor]:
-    """Split a gradient on :func:`_objective_input` into (row-centred part, row sums).
-
-    The row sum is the gradient of the score (the adversarial part, routed into D's
-    output); the centred rest is the correlation part (already zero-mean per row), routed
-    into the head's raw outputs.  For a score that is the head's mean the two together
-    give ``g`` on the raw outputs, as before."""
-    return g - g.mean(dim=1, keepdim=True), g.sum(dim=1)
-
-
-def _feed(d: Decomposition, g: Tensor) -> Tensor:
-    """A scalar whose gradient sends ``g`` (a gradient on :func:`_objective_input`) into
-    the networks through ``d``'s raw outputs and score."""
-    centred, sums = _parts(g)
-    return _dot(d.raw, centred) + _dot(d.score, sums)
+    return (d.code + d.score.unsqueeze(1).to(d.code.dtype)).detach()
 
 
 def _rows(d: Decomposition, rows: slice) -> Decomposition:
@@ -287,8 +258,11 @@ def _single_loss(
     augment: Optional[Callable[[Tensor], Tensor]] = None,
     y: Optional[Tensor] = None,
     y_fake: Optional[Tensor] = None,
+    unit_scale: bool = False,
 ) -> SingleLossOutput:
-    """The work of :func:`single_loss`, on checked arguments (the weights resolved)."""
+    """The work of :func:`single_loss`, on checked arguments (the weights resolved).
+    ``unit_scale``: the caller backpropagates the loss with a gradient of exactly 1 (see
+    :class:`_Plan`)."""
     real_labels, fake_labels = label_args(y), label_args(y_fake)
     generated = x_fake = generator(z, *fake_labels)
     if not isinstance(x_fake, Tensor) or x_fake.shape != x_real.shape:
@@ -306,36 +280,36 @@ def _single_loss(
     z_flat = z.detach().flatten(1)
     dist = pixel_distance(x_real.detach(), x_fake.detach()) if adv.needs_dist else None
     fused = dispatch("ogan_objective", x_real.device.type, backend)
+    w, wg = corr_weight, corr_weight_g
 
     def objective(d_real: Decomposition, d_fake: Decomposition) -> ObjectiveOutput:
         return fused(
-            _objective_input(d_real), _objective_input(d_fake), z_flat, dist, loss_arg, corr_weight, corr_weight_g, eps
+            _objective_input(d_real), _objective_input(d_fake), z_flat, dist, loss_arg, w, wg, eps
         )
 
     if routing == "split":
         # D's input for the fakes: a leaf cut from G's graph.
         x_leaf = x_fake.detach().requires_grad_(x_fake.requires_grad)
-        params = [p for p in D.parameters() if p.requires_grad]
         if concat_batches:
             two = () if y is None else (torch.cat([y, y_fake]),)
             d_all = D.decompose(torch.cat([x_real, x_leaf.to(x_real.dtype)]), *two)
             out = objective(_rows(d_all, slice(0, B)), _rows(d_all, slice(B, None)))
-            (c_real, s_real), (c_d, s_d), (c_g, s_g) = (_parts(g) for g in (out.grad_real, out.grad_fake_d, out.grad_fake_g))
-            route = (
-                [d_all.raw, d_all.score],
-                [torch.cat([c_real, c_d]), torch.cat([s_real, s_d])],
-                [torch.cat([torch.zeros_like(c_g), c_g]), torch.cat([torch.zeros_like(s_g), s_g])],
-                x_leaf,
-                params,
+            zero_rows, zero_scores = torch.zeros_like(out.corr), torch.zeros_like(out.slope_real)
+            plan = _Plan(
+                [torch.cat([zero_rows, w * out.corr]), torch.cat([out.slope_real, out.slope_fake_d])],
+                ([d_all.raw, d_all.score],
+                 [torch.cat([zero_rows, wg * out.corr]), torch.cat([zero_scores, out.slope_fake_g])], x_leaf),
             )
-            surrogate = _SplitRoute.apply(route, x_fake, *params)
+            outputs = [d_all.raw, d_all.score]
         else:
             d_real = D.decompose(x_real, *real_labels)
             d_fake = D.decompose(x_leaf, *fake_labels)
             out = objective(d_real, d_fake)
-            (c_d, s_d), (c_g, s_g) = _parts(out.grad_fake_d), _parts(out.grad_fake_g)
-            route = ([d_fake.raw, d_fake.score], [c_d, s_d], [c_g, s_g], x_leaf, params)
-            surrogate = _feed(d_real, out.grad_real) + _SplitRoute.apply(route, x_fake, *params)
+            plan = _Plan(
+                [out.slope_real, w * out.corr, out.slope_fake_d],
+                ([d_fake.raw, d_fake.score], [wg * out.corr, out.slope_fake_g], x_leaf),
+            )
+            outputs = [d_real.score, d_fake.raw, d_fake.score]
     else:
         randoms = _random_layers_in_training(D)
         if randoms:
@@ -355,13 +329,14 @@ def _single_loss(
             d_sg = D.decompose(x_fake.detach(), *fake_labels)
             d_fake = D.decompose(x_fake, *fake_labels)
         out = objective(d_real, d_fake)
-        surrogate = (
-            _feed(d_real, out.grad_real)
-            + _feed(d_fake, out.grad_fake_g)
-            + _feed(d_sg, out.grad_fake_d - out.grad_fake_g)
+        # G's stream into E(x_fake); D's minus G's into E(sg(x_fake)): the two cancel on D's parameters
+        plan = _Plan(
+            [out.slope_real, wg * out.corr, out.slope_fake_g, (w - wg) * out.corr, out.slope_fake_d - out.slope_fake_g],
+            None,
         )
-    value = (out.loss_d + out.loss_g).float()
-    loss = surrogate - surrogate.detach() + value
+        outputs = [d_real.score, d_fake.raw, d_fake.score, d_sg.raw, d_sg.score]
+    plan.unit_scale = unit_scale
+    loss = _Route.apply(plan, out.loss_d.detach(), out.loss_g.detach(), x_fake, *outputs)
     return SingleLossOutput(loss, out.loss_d.detach().float(), out.loss_g.detach().float(), out.rho.detach(), generated)
 
 
@@ -454,281 +429,11 @@ def single_loss(
     return out if return_terms else out.loss
 
 
-# --- the training step ------------------------------------------------------------------
-def _named_trainable(generator: nn.Module, discriminator: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    seen: set[int] = set()
-    out = []
-    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
-        for name, p in module.named_parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append((f"{prefix}.{name}", p))
-    return out
+def __getattr__(name: str) -> Any:
+    """``SingleLossStep`` and ``StepResult`` live in :mod:`ogan_plugin.step` (which imports
+    this module); they are still found here, where they used to be."""
+    if name in ("SingleLossStep", "StepResult"):
+        from ogan_plugin import step
 
-
-class SingleLossStep:
-    """One full O-GAN training iteration per :meth:`step`: one backward, one optimizer step.
-
-    Each step samples z (unless given), runs G once, the discriminator forwards of the
-    chosen ``routing``, one backward of :func:`single_loss` and one optimizer step over
-    both networks, then updates the generator's EMA if enabled::
-
-        D = ogan_plugin.wrap(D, z_dim=128)
-        trainer = ogan_plugin.SingleLossStep(G, D, loss="qp", ema_decay=0.999)
-        for x in loader:
-            r = trainer.step(x)
-            print(r.step, float(r.loss_d), float(r.loss_g), float(r.rho))
-        samples = trainer.ema.module(torch.randn(16, 128))
-
-    The networks may be under DDP (``accelerator.prepare``'s result), as in
-    :func:`single_loss`; a conditional GAN passes labels to :meth:`step`.
-
-    Args:
-        generator: the generator (an ``nn.Module``).
-        wrapped_discriminator: ``ogan_plugin.wrap(D, z_dim)``.
-        loss: as in :func:`single_loss`.
-        corr_weight: as in :func:`single_loss`.
-        routing: as in :func:`single_loss`.
-        concat_batches: as in :func:`single_loss`.
-        optimizer: one optimizer holding the trainable parameters of both networks;
-            ``None`` builds the official recipe, ``RMSprop(lr=1e-4, alpha=0.99)``.
-        z_dim: noise size (default and only valid value: the discriminator's ``z_dim``).
-        amp_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the forwards under
-            ``torch.autocast`` (None: no autocast).
-        grad_scaler: a ``torch.amp.GradScaler``; ``None`` creates one when ``amp_dtype``
-            is float16, ``False`` never uses one.
-        accumulation_steps: split each batch into this many micro-batches, one backward
-            each, the gradients summed (weighted by micro-batch size) before the single
-            optimizer step.  Without batch-dependent layers the result equals the
-            full-batch step.
-        ema_decay: keep an :class:`~ogan_plugin.ema.EMA` of the generator with this decay.
-        z_shape: per-sample shape of sampled z (default ``(z_dim,)``; e.g.
-            ``(z_dim, 1, 1)`` for DCGAN-style generators).
-        noise_generator: a ``torch.Generator`` for sampling z (saved in
-            :meth:`state_dict`, for exact resumption); default: torch's global RNG.
-        backend: force the ``ogan_objective`` backend by name.
-        check_finite: before each backward, raise ``FloatingPointError`` naming the step
-            if the loss is NaN/inf (one device sync per micro-batch); the gradients are
-            cleared and the optimizer is not stepped.
-        eps: norm floor of the correlation.
-        augment: differentiable augmentation of D's inputs, as in :func:`single_loss`.  If
-            it is an ``nn.Module`` (e.g. :class:`~ogan_plugin.augment.RandomTranslate`),
-            its state (random stream) is saved in :meth:`state_dict`.
-        corr_weight_g: the correlation weight in the generator's loss, as in
-            :func:`single_loss` (None: ``corr_weight``).
-
-    Attributes:
-        optimizer, ema (:class:`EMA` or None), grad_scaler (or None), step_count.
-    """
-
-    def __init__(
-        self,
-        generator: nn.Module,
-        wrapped_discriminator: OGANDiscriminator,
-        loss: Union[str, AdversarialLoss] = "qp",
-        corr_weight: float = 0.5,
-        optimizer: Optional[torch.optim.Optimizer] = None,
-        routing: str = "split",
-        z_dim: Optional[int] = None,
-        amp_dtype: Optional[torch.dtype] = None,
-        grad_scaler: Any = None,
-        accumulation_steps: int = 1,
-        ema_decay: Optional[float] = None,
-        concat_batches: bool = False,
-        *,
-        z_shape: Optional[Sequence[int]] = None,
-        noise_generator: Optional[torch.Generator] = None,
-        backend: Optional[str] = None,
-        check_finite: bool = True,
-        eps: float = EPS,
-        augment: Optional[Callable[[Tensor], Tensor]] = None,
-        corr_weight_g: Optional[float] = None,
-    ) -> None:
-        _check_generator(generator)
-        wrapped_discriminator = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
-        _check_augment(augment)
-        if not isinstance(generator, nn.Module):
-            raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-        self.adversarial, self.corr_weight, self.corr_weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
-        self.generator = generator
-        self.discriminator = wrapped_discriminator
-        self.loss = loss
-        self.routing = routing
-        self.concat_batches = bool(concat_batches)
-        self.backend = backend
-        self.check_finite = bool(check_finite)
-        self.eps = eps
-        self.augment = augment
-
-        D_z = wrapped_discriminator.z_dim
-        if z_dim is not None and z_dim != D_z:
-            raise ValueError(f"z_dim={z_dim!r} differs from the wrapped discriminator's z_dim={D_z}")
-        self.z_dim = D_z
-        self.z_shape = (D_z,) if z_shape is None else tuple(int(s) for s in z_shape)
-        if int(torch.Size(self.z_shape).numel()) != D_z:
-            raise ValueError(f"z_shape={tuple(self.z_shape)} must have {D_z} elements (the discriminator's z_dim)")
-
-        self.accumulation_steps = check_int("accumulation_steps", accumulation_steps, 1)
-
-        if amp_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
-        self.amp_dtype = amp_dtype
-        p0 = next(generator.parameters(), None)
-        self.device = p0.device if p0 is not None else torch.device("cpu")
-        self.z_dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
-        if grad_scaler is None:
-            grad_scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else False
-        if grad_scaler is not False and not hasattr(grad_scaler, "scale"):
-            raise TypeError(f"grad_scaler must be a torch.amp.GradScaler, None or False, got {type(grad_scaler).__name__}")
-        self.grad_scaler = grad_scaler or None
-
-        named = _named_trainable(generator, wrapped_discriminator)
-        if optimizer is None:
-            optimizer = torch.optim.RMSprop([p for _, p in named], lr=1e-4, alpha=0.99)
-        elif not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        else:
-            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            missing = [name for name, p in named if id(p) not in held]
-            if missing:
-                shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
-                raise ValueError(
-                    "optimizer must hold the trainable parameters of both networks (one optimizer steps "
-                    f"both); it lacks: {shown}. (An optimizer built before wrap() does not hold the "
-                    "widened head's new parameters.)"
-                )
-        self.optimizer = optimizer
-        self.ema: Optional[EMA] = None if ema_decay is None else EMA(generator, ema_decay)
-        self.noise_generator = noise_generator
-        self.step_count = 0
-
-    # -- one iteration ---------------------------------------------------------------------
-    def sample_z(self, batch_size: int, device: Optional[torch.device] = None) -> Tensor:
-        """Standard normal noise of shape ``(batch_size, *z_shape)`` in G's parameter dtype."""
-        return torch.randn(
-            (batch_size, *self.z_shape),
-            device=self.device if device is None else device,
-            dtype=self.z_dtype,
-            generator=self.noise_generator,
-        )
-
-    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type, dtype=self.amp_dtype)
-
-    def step(
-        self, x_real: Tensor, z: Optional[Tensor] = None, *, y: Optional[Tensor] = None, y_fake: Optional[Tensor] = None
-    ) -> StepResult:
-        """Train both networks on one batch of real samples; return detached logging values.
-
-        Args:
-            x_real: real batch (B, ...), on the networks' device.
-            z: noise (B, z_dim) or (B, *z_shape); sampled when None.
-            y: class labels of ``x_real`` for a conditional GAN (``G(z, y_fake)``,
-                ``D(x, y)``), as in :func:`single_loss`.
-            y_fake: labels for the generated batch (default: ``y``).
-
-        Raises:
-            FloatingPointError: the loss is NaN/inf (with ``check_finite``); the step
-                number is in the message, gradients are cleared and no parameter changed.
-        """
-        if z is None and isinstance(x_real, Tensor) and x_real.dim() >= 1:
-            z = self.sample_z(x_real.shape[0], x_real.device)
-        _check_batch(x_real, z, self.z_dim)
-        B = x_real.shape[0]
-        y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B)
-        k = self.accumulation_steps
-        if k > B:
-            raise ValueError(f"accumulation_steps={k} exceeds the batch size {B}")
-        xs, zs, ys, yfs = (x_real, ), (z, ), (y, ), (y_fake, )
-        if k > 1:
-            xs, zs = x_real.tensor_split(k), z.tensor_split(k)
-            if y is not None:
-                ys, yfs = y.tensor_split(k), y_fake.tensor_split(k)
-            else:
-                ys = yfs = (None,) * k
-
-        opt, scaler = self.optimizer, self.grad_scaler
-        opt.zero_grad(set_to_none=True)
-        totals = torch.zeros(4, dtype=torch.float32, device=x_real.device)
-        for xr, zr, yr, yfr in zip(xs, zs, ys, yfs):
-            w = xr.shape[0] / B
-            with self._autocast(x_real.device.type):
-                out = _single_loss(
-                    self.generator, self.discriminator, xr, zr, self.adversarial, self.loss,
-                    self.corr_weight, self.corr_weight_g, self.routing, self.concat_batches, self.backend, self.eps,
-                    self.augment, yr, yfr,
-                )
-            if self.check_finite and not bool(torch.isfinite(out.loss)):
-                opt.zero_grad(set_to_none=True)
-                raise FloatingPointError(
-                    f"non-finite O-GAN loss at step {self.step_count + 1} (loss_d={float(out.loss_d):.4g}, "
-                    f"loss_g={float(out.loss_g):.4g}); the optimizer was not stepped and the weights are "
-                    "unchanged (lower the learning rate, check the inputs, or use a GradScaler with float16)"
-                )
-            loss = out.loss * w if k > 1 else out.loss
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            totals += w * torch.stack([out.loss.detach(), out.loss_d, out.loss_g, out.rho.float().mean()])
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        self.step_count += 1
-        if self.ema is not None:
-            self.ema.update()
-        return StepResult(totals[0], totals[1], totals[2], totals[3], self.step_count)
-
-    __call__ = step
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything the step owns: optimizer, EMA, step count, GradScaler, noise RNG and
-        the augmentation's state (when ``augment`` is an ``nn.Module``).
-
-        The networks' own weights are not included: save ``G.state_dict()`` and
-        ``D.state_dict()`` beside it.
-        """
-        return {
-            "step_count": self.step_count,
-            "optimizer": self.optimizer.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "grad_scaler": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
-            "noise_generator": None if self.noise_generator is None else self.noise_generator.get_state(),
-            "augment": self.augment.state_dict() if isinstance(self.augment, nn.Module) else None,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (into a step built the same way)."""
-        missing = {"step_count", "optimizer", "ema", "grad_scaler", "noise_generator"} - set(state_dict)
-        if missing:
-            raise KeyError(f"SingleLossStep state dict lacks {sorted(missing)}")
-        augment = self.augment if isinstance(self.augment, nn.Module) else None
-        owned = (("ema", self.ema), ("grad_scaler", self.grad_scaler), ("noise_generator", self.noise_generator),
-                 ("augment", augment))
-        for key, mine in owned:
-            if (state_dict.get(key) is None) != (mine is None):  # "augment" is absent from older states
-                raise ValueError(
-                    f"state dict has {'no ' if state_dict.get(key) is None else ''}{key} state but this step "
-                    f"{'has' if mine is not None else 'has no'} {key}; build the step with the same options"
-                )
-        self.optimizer.load_state_dict(state_dict["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state_dict["ema"])
-        if self.grad_scaler is not None:
-            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-        if self.noise_generator is not None:
-            self.noise_generator.set_state(state_dict["noise_generator"].cpu())
-        if augment is not None:
-            augment.load_state_dict(state_dict["augment"])
-        self.step_count = int(state_dict["step_count"])
-
-    def __repr__(self) -> str:
-        name = self.adversarial.name or type(self.adversarial).__name__
-        return (
-            f"SingleLossStep(loss={name!r}, corr_weight={self.corr_weight}, corr_weight_g={self.corr_weight_g}, "
-            f"routing={self.routing!r}, "
-            f"z_dim={self.z_dim}, amp_dtype={self.amp_dtype}, accumulation_steps={self.accumulation_steps}, "
-            f"ema={'on' if self.ema else 'off'}, augment={self.augment!r}, step_count={self.step_count})"
-        )
+        return getattr(step, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -143,7 +143,8 @@ def test_fused_triton_objective_routes_conditional_scores_like_the_reference(los
 
 def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores():
     # The trick the single loss uses with the fused objective: code + score per row.
-    from ogan_plugin.training import _objective_input, _parts
+    from ogan_plugin.kernels.single_loss import ogan_objective_reference
+    from ogan_plugin.training import _objective_input
 
     G, D = make_pair()
     x, z, y, _ = batch()
@@ -151,10 +152,16 @@ def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores():
     e = _objective_input(d)
     torch.testing.assert_close(e.mean(1), d.output.detach())
     torch.testing.assert_close(ogan_plugin.pearson_correlation(z, e), ogan_plugin.pearson_correlation(z, d.raw.detach()))
-    g = torch.randn_like(e)
-    centred, sums = _parts(g)
-    torch.testing.assert_close(centred.sum(1), torch.zeros(len(e), dtype=e.dtype), atol=1e-14, rtol=0)
-    torch.testing.assert_close(centred + (sums / e.shape[1])[:, None], g)
+    # the objective's gradient parts: a row-centred correlation part (the head's raw outputs)
+    # and per-row slopes (the scores); together the dense gradients
+    out = ogan_objective_reference(e, e, z.flatten(1), None, "hinge", 0.5, 2.0, ogan_plugin.EPS)
+    scale = out.corr.abs().max().item() * e.shape[1]  # rounding of a sum of n terms of that size
+    torch.testing.assert_close(out.corr.sum(1), torch.zeros(len(e), dtype=e.dtype), atol=8 * 2.0**-52 * scale, rtol=0)
+    grad_real, grad_d, grad_g = out.gradients(0.5, 2.0)
+    n = e.shape[1]
+    torch.testing.assert_close(grad_d.sum(1), out.slope_fake_d.to(e.dtype))
+    torch.testing.assert_close(grad_g - (out.slope_fake_g / n).unsqueeze(1).to(e.dtype), 2.0 * out.corr)
+    torch.testing.assert_close(grad_real, (out.slope_real / n).unsqueeze(1).expand_as(e).to(e.dtype))
 
 
 def test_step_with_labels_and_accumulation_equals_the_full_batch_step():

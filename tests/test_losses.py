@@ -17,22 +17,46 @@ def scores():
 
 
 def test_functional_values(scores):
+    """float64 scores give float64 losses (exact); lower precisions reduce in float32."""
     r, f = scores
     dist = torch.rand(6, dtype=torch.float64) + 0.1
     t = f - r
-    torch.testing.assert_close(L.qp_d_loss(r, f, dist), (t + 0.25 * t**2 / dist).float().mean())
-    torch.testing.assert_close(L.qp_g_loss(f), -f.float().mean())
-    torch.testing.assert_close(L.hinge_d_loss(r, f), (torch.relu(1 - r) + torch.relu(1 + f)).float().mean())
-    torch.testing.assert_close(L.bce_d_loss(r, f), (F.softplus(-r) + F.softplus(f)).float().mean())
-    torch.testing.assert_close(L.bce_g_loss(f), F.softplus(-f).float().mean())
+    torch.testing.assert_close(L.qp_d_loss(r, f, dist), (t + 0.25 * t**2 / dist).mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(L.qp_g_loss(f), -f.mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(L.hinge_d_loss(r, f), (torch.relu(1 - r) + torch.relu(1 + f)).mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(L.bce_d_loss(r, f), (F.softplus(-r) + F.softplus(f)).mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(L.bce_g_loss(f), F.softplus(-f).mean(), rtol=1e-15, atol=0)
     # BCE on logits equals torch's binary cross-entropy with targets 1 (real) and 0 (fake)
     bce = F.binary_cross_entropy_with_logits(r, torch.ones(6, dtype=torch.float64)) + F.binary_cross_entropy_with_logits(
         f, torch.zeros(6, dtype=torch.float64)
     )
-    torch.testing.assert_close(L.bce_d_loss(r, f).double(), bce)
-    torch.testing.assert_close(L.wgan_d_loss(r, f), (f - r).float().mean())
-    torch.testing.assert_close(L.wgan_g_loss(f, reduction="sum"), -f.float().sum())
+    torch.testing.assert_close(L.bce_d_loss(r, f), bce)
+    torch.testing.assert_close(L.wgan_d_loss(r, f), (f - r).mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(L.wgan_g_loss(f, reduction="sum"), -f.sum(), rtol=1e-15, atol=0)
     assert L.hinge_g_loss(f, reduction="none").shape == (6,)
+    for fn in (L.qp_g_loss, L.hinge_g_loss, L.bce_g_loss, L.wgan_g_loss):
+        assert fn(f).dtype == torch.float64 and fn(f.bfloat16()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["qp", "hinge", "bce", "wgan"])
+def test_closed_form_slopes_equal_autograd(scores, name):
+    """Each built-in loss's closed-form slopes (what the single loss uses instead of an
+    autograd pass) equal the derivatives of its d_loss/g_loss, in float64."""
+    r, f = scores
+    r = torch.cat([r, torch.tensor([0.999, -1.001], dtype=torch.float64)])  # near the hinge's kinks, not on them
+    f = torch.cat([f, torch.tensor([-1.001, 0.5], dtype=torch.float64)])
+    dist = torch.rand(8, dtype=torch.float64) + 0.1
+    adv = L.get_loss(name)
+    closed = adv.slopes(r, f, dist)
+    assert closed is not None
+
+    class Plain(L.AdversarialLoss):  # the same loss without its closed form: loss_slopes differentiates
+        needs_dist = adv.needs_dist
+        d_loss, g_loss = adv.d_loss, adv.g_loss
+
+    auto = L.loss_slopes(Plain(), r, f, dist)
+    for field, a, b in zip(L.LossSlopes._fields, closed, auto):
+        torch.testing.assert_close(a.to(torch.float64), b.to(torch.float64), rtol=1e-12, atol=1e-14, msg=field)
 
 
 def test_qp_matches_method_md_up_to_the_score_sign(scores):

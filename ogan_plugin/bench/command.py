@@ -35,7 +35,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="torch.set_num_threads for the CPU (default: torch's choice; 1 is steadier on a busy machine)")
     parser.add_argument("--step", action="store_true",
                         help="run the training-step benchmark (ogan_plugin.bench.step) instead of the kernel sweep")
-    parser.add_argument("--batch-size", type=int, default=64, help="--step only: images per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None, help="--step only: images per batch (default 64)")
+    parser.add_argument("--pair", default="dcgan32", choices=("dcgan32", "dcgan64", "tiny"),
+                        help="--step only: the networks (default dcgan32; dcgan64: the PyTorch DCGAN example's)")
+    parser.add_argument("--z-dim", type=int, default=None, help="--step only: noise size (default 128)")
+    parser.add_argument("--loss", default="hinge", help="--step only: adversarial loss of every variant (default hinge)")
+    parser.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="--step only: autocast dtype (default float32)")
+    parser.add_argument("--variants", default=None,
+                        help="--step only: comma-separated variants (default: plain_alternating, ogan_alternating, "
+                             "hook, single_split, single_captured)")
+    parser.add_argument("--host-cost", action="store_true",
+                        help="--step only: the host-cost mode: tiny networks, batch 16, z 16, one thread "
+                             "(a step is all host time, as a small GAN's step is on a GPU)")
     parser.add_argument("--compile", action="store_true",
                         help="compile every kernel configuration for --target with Triton and its ptxas (no GPU): "
                              "registers, spills, shared memory; exit 1 on a spill or failed build")
@@ -72,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if args.step:
         from ogan_plugin.bench.step import run_step_benchmark
 
-        kwargs = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup)) if v is not None}
+        kwargs = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup), ("batch_size", args.batch_size),
+                                    ("z_dim", args.z_dim)) if v is not None}
+        variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
         try:
-            run_step_benchmark(batch_size=args.batch_size, device=device, csv=args.csv, **kwargs)
+            run_step_benchmark(device=device, csv=args.csv, pair=args.pair, loss=args.loss, amp=args.amp,
+                               variants=variants, host_cost=args.host_cost, **kwargs)
         except ValueError as exc:  # bad --device, --iters, --batch-size: the message names it
             raise CommandError(str(exc)) from exc
         return 0

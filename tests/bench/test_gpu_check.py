@@ -57,7 +57,7 @@ def test_the_cases_cover_what_the_issue_asks_on_a_gpu():
 @needs_interpreter
 def test_a_failing_check_is_reported_and_the_others_still_run(monkeypatch, capsys):
     def broken(*args):
-        raise AssertionError("qp grad_fake_d 3.0e-02 > 1e-05")
+        raise AssertionError("qp corr 3.0e-02 > 1e-05")
 
     def crash(*args):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -68,7 +68,7 @@ def test_a_failing_check_is_reported_and_the_others_still_run(monkeypatch, capsy
     monkeypatch.setattr(gpu_check, "cases", lambda dry: [gpu_check.Case(3, 5), gpu_check.Case(2, 4)] * 2)
     assert cli.main(["bench", "--check", "--dry"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL  objective 5x130 float32" in out and "qp grad_fake_d 3.0e-02 > 1e-05" in out
+    assert "FAIL  objective 5x130 float32" in out and "qp corr 3.0e-02 > 1e-05" in out
     assert "FAIL  determinism 2x4 float32" in out and "RuntimeError: CUDA error: an illegal memory access" in out
     assert "PASS  correlation 3x5 float32" in out and "checks: 4 passed, 4 failed, 3 skipped" in out
 

@@ -58,10 +58,16 @@ def test_step_flag_runs_the_training_step_benchmark(monkeypatch, tmp_path):
     path = str(tmp_path / "s.csv")
     assert cli.main(["bench", "--step", "--device", "cpu", "--iters", "3", "--warmup", "1", "--batch-size", "8",
                      "--csv", path]) == 0
-    assert calls == [{"iters": 3, "warmup": 1, "batch_size": 8, "device": "cpu", "csv": path}]
+    common = {"device": "cpu", "pair": "dcgan32", "loss": "hinge", "amp": None, "variants": None, "host_cost": False}
+    assert calls == [{**common, "iters": 3, "warmup": 1, "batch_size": 8, "csv": path}]
     calls.clear()
-    assert cli.main(["bench", "--step", "--device", "cpu"]) == 0  # bench_step's own iteration defaults
-    assert calls == [{"batch_size": 64, "device": "cpu", "csv": None}]
+    assert cli.main(["bench", "--step", "--device", "cpu"]) == 0  # bench_step's own defaults
+    assert calls == [{**common, "csv": None}]
+    calls.clear()
+    assert cli.main(["bench", "--step", "--host-cost", "--variants", "hook, single_split", "--pair", "dcgan64",
+                     "--amp", "bf16", "--loss", "qp", "--z-dim", "100"]) == 0
+    assert calls == [{**common, "csv": None, "host_cost": True, "variants": ["hook", "single_split"], "pair": "dcgan64",
+                      "amp": "bf16", "loss": "qp", "z_dim": 100, "device": calls[0]["device"]}]
 
 
 def test_parse_sizes_and_table_format():

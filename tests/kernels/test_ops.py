@@ -267,7 +267,9 @@ def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, device):
     the guard for its tensors' device before it allocates the ticket and launches."""
     events = []
     inside = []  # the devices whose guard is active
-    real_guard = P._device_guard
+    from ogan_plugin.kernels import launch as L
+
+    real_guard = L._device_guard
 
     class Guard:
         def __init__(self, dev):
@@ -295,7 +297,7 @@ def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, device):
 
     P._TRITON.build()
     S._TRITON.build()
-    monkeypatch.setattr(P, "_device_guard", Guard)
+    monkeypatch.setattr(L, "_device_guard", Guard)
     monkeypatch.setattr(P, "_pearson_fwd_kernel", Kernel(P._pearson_fwd_kernel, "fwd"))
     monkeypatch.setattr(P, "_pearson_bwd_kernel", Kernel(P._pearson_bwd_kernel, "bwd"))
     monkeypatch.setattr(S, "_objective_kernel", Kernel(S._objective_kernel, "objective"))

@@ -1,8 +1,9 @@
-"""The fused O-GAN objective kernel (qp, hinge) against the float64 reference.
+"""The fused O-GAN objective kernel (qp, hinge) against the float64 reference, and the
+reference against autograd of the two losses.
 
 Error bounds as in test_pearson.py: 1e-5 of the largest reference magnitude for float32
-inputs (the correlation part of the gradient measured against its natural scale
-corr_weight / B / ||e - mean||); gradients written in bfloat16 within 8e-3.
+inputs (the correlation gradient measured against its natural scale 1 / B / ||e - mean||,
+the slopes against 1 / B); the correlation gradient written in bfloat16 within 8e-3.
 """
 
 from __future__ import annotations
@@ -29,18 +30,34 @@ def _inputs(B: int, n: int, seed: int, loss: str):
     return e_real, e_fake, z, dist
 
 
-def _natural(e_fake: torch.Tensor, B: int, w: float) -> float:
+def _natural(e_fake: torch.Tensor, B: int, w: float = 1.0) -> float:
     x = e_fake.double().cpu()
     return w / B / (x - x.mean(1, keepdim=True)).norm(dim=1).clamp_min(P.EPS).min().item()
 
 
 def _compare(out: S.ObjectiveOutput, ref: S.ObjectiveOutput, check, rtol: float, scale: float, grad_rtol: float) -> None:
+    B = out.rho.shape[0]
     check(out.loss_d, ref.loss_d, 1e-5, 1.0, "loss_d")
     check(out.loss_g, ref.loss_g, 1e-5, 1.0, "loss_g")
     check(out.rho, ref.rho, 1e-5, 1.0, "rho")
-    check(out.grad_real, ref.grad_real, rtol, None, "grad_real")
-    check(out.grad_fake_d, ref.grad_fake_d, grad_rtol, scale, "grad_fake_d")
-    check(out.grad_fake_g, ref.grad_fake_g, grad_rtol, scale, "grad_fake_g")
+    check(out.slope_real, ref.slope_real, rtol, 1.0 / B, "slope_real")
+    check(out.slope_fake_d, ref.slope_fake_d, rtol, 1.0 / B, "slope_fake_d")
+    check(out.slope_fake_g, ref.slope_fake_g, rtol, 1.0 / B, "slope_fake_g")
+    check(out.corr, ref.corr, grad_rtol, scale, "corr")
+
+
+def _autograd_gradients(e_real, e_fake, z, dist, loss, w, wg):
+    """dL_D/de_real, dL_D/de_fake, dL_G/de_fake by autograd of the two losses (float64)."""
+    from ogan_plugin.losses import get_loss
+
+    adv = get_loss(loss)
+    er, ef = e_real.double().requires_grad_(True), e_fake.double().requires_grad_(True)
+    rho = P.pearson_reference(z.double(), ef)
+    loss_d = adv.d_loss(er.mean(1), ef.mean(1), None if dist is None else dist.double()).mean() - w * rho.mean()
+    loss_g = adv.g_loss(ef.mean(1)).mean() - wg * rho.mean()
+    grad_real, grad_d = torch.autograd.grad(loss_d, (er, ef), retain_graph=True)
+    (grad_g,) = torch.autograd.grad(loss_g, ef)
+    return loss_d.detach(), loss_g.detach(), grad_real, grad_d, grad_g
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
@@ -49,9 +66,9 @@ def test_fused_objective_matches_float64_reference(loss, B, n, device, check):
     e_real, e_fake, z, dist = _inputs(B, n, seed=B * 1000 + n, loss=loss)
     fn = get_registry().resolve("ogan_objective", device, backend="triton").fn
     out = fn(e_real.to(device), e_fake.to(device), z.to(device), dist.to(device), loss, 0.5, 1.5, P.EPS)
-    assert [t.dtype for t in out] == [torch.float32] * 6
+    assert [t.dtype for t in out] == [torch.float32] * 7
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.5, 1.5, P.EPS)
-    _compare(out, ref, check, 1e-5, _natural(e_fake, B, 1.5), 1e-5)
+    _compare(out, ref, check, 1e-5, _natural(e_fake, B), 1e-5)
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
@@ -63,17 +80,17 @@ def test_chunked_rows_and_non_contiguous_inputs(loss, device, check, monkeypatch
     assert not any(t.is_contiguous() for t in args)
     out = S.ogan_objective_triton(*args, loss, 0.3, 0.8, P.EPS)
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.3, 0.8, P.EPS)
-    _compare(out, ref, check, 1e-5, _natural(e_fake, 7, 0.8), 1e-5)
+    _compare(out, ref, check, 1e-5, _natural(e_fake, 7), 1e-5)
 
 
 def test_bfloat16_encodings(device, check):
     e_real, e_fake, z, dist = _inputs(7, 128, seed=9, loss="qp")
     er, ef = e_real.bfloat16(), e_fake.bfloat16()
     out = S.ogan_objective_triton(er.to(device), ef.to(device), z.to(device), dist.to(device), "qp", 0.5, 1.5, P.EPS)
-    assert out.grad_real.dtype == out.grad_fake_d.dtype == out.grad_fake_g.dtype == torch.bfloat16
-    assert out.loss_d.dtype == out.rho.dtype == torch.float32
+    assert out.corr.dtype == torch.bfloat16
+    assert out.loss_d.dtype == out.rho.dtype == out.slope_fake_d.dtype == torch.float32
     ref = S.ogan_objective_reference(er.double(), ef.double(), z.double(), dist.double(), "qp", 0.5, 1.5, P.EPS)
-    _compare(out, ref, check, 8e-3, _natural(ef, 7, 1.5), 8e-3)
+    _compare(out, ref, check, 1e-5, _natural(ef, 7), 8e-3)
 
 
 def test_one_launch_and_no_other_work(device, count_launches):
@@ -93,17 +110,20 @@ def test_other_losses_and_float64_use_the_reference(device, count_launches):
         ref = S.ogan_objective_reference(e_real, e_fake, z, None, loss, 0.5, 1.5, P.EPS)
         assert c.triton == [] and all(torch.equal(a, b) for a, b in zip(out, ref))
     out = S.ogan_objective_triton(e_real.double(), e_fake.double(), z.double(), dist.double(), "qp", 0.5, 1.5, P.EPS)
-    assert out.grad_fake_d.dtype == torch.float64
+    assert out.corr.dtype == out.slope_fake_d.dtype == torch.float64
     with pytest.raises(ValueError, match="QP loss needs dist"):
         S.ogan_objective_triton(e_real, e_fake, z, None, "qp", 0.5, 1.5, P.EPS)
 
 
 def test_gradient_streams_route_as_documented(device):
-    """With one weight, grad_fake_d - grad_fake_g only carries the adversarial slopes (the correlation cancels)."""
+    """The parts: corr is zero-mean per row (the code's part), the slopes carry the scores'
+    part; with one weight the two fake streams differ by their adversarial slopes only."""
     B, n = 6, 10
     e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=4, loss="qp"))
     out = S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, 0.5, P.EPS)
-    diff = (out.grad_fake_d - out.grad_fake_g).double()
+    torch.testing.assert_close(out.corr.double().sum(1).cpu(), torch.zeros(B, dtype=torch.float64), atol=1e-6 * _natural(e_fake, B), rtol=0)
+    _, grad_d, grad_g = out.gradients(0.5, 0.5)
+    diff = (grad_d - grad_g).double()
     torch.testing.assert_close(diff, diff[:, :1].expand(B, n))  # constant along each row
     t = e_fake.double().mean(1) - e_real.double().mean(1)
     expected = (2 + 0.5 * t / dist.double()) / (B * n)  # slope_fake + 1, over B * n
@@ -111,32 +131,37 @@ def test_gradient_streams_route_as_documented(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_closed_form_matches_the_autograd_reference(loss, dtype):
+@pytest.mark.parametrize("loss", ["qp", "hinge", "bce", "wgan"])
+def test_reference_gradients_equal_autograd_of_both_losses(loss, dtype):
+    """The reference's closed form, put together by ObjectiveOutput.gradients, is the
+    gradient of L_D and L_G (autograd in float64), for every built-in loss."""
     e_real, e_fake, z, dist = (t.to(dtype) for t in _inputs(5, 12, seed=6, loss=loss))
-    cf = S.ogan_objective_closed_form(e_real, e_fake, z, dist, loss, 0.5, 1.5, P.EPS)
-    ref = S.ogan_objective_reference(e_real, e_fake, z, dist, loss, 0.5, 1.5, P.EPS)
-    tol = 1e-6 if dtype == torch.float64 else 1e-5  # the reference's losses cast scores to float32
-    for name, a, b in zip(S.ObjectiveOutput._fields, cf, ref):
-        assert a.dtype == b.dtype and a.shape == b.shape, name
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-3, msg=name)
-    with pytest.raises(ValueError, match="closed form covers"):
-        S.ogan_objective_closed_form(e_real, e_fake, z, dist, "bce", 0.5, 1.5, P.EPS)
+    d = dist if loss == "qp" else None
+    out = S.ogan_objective_reference(e_real, e_fake, z, d, loss, 0.5, 1.5, P.EPS)
+    assert out.corr.dtype == dtype and out.loss_d.dtype == out.slope_real.dtype == dtype
+    loss_d, loss_g, *want = _autograd_gradients(e_real, e_fake, z, d, loss, 0.5, 1.5)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(out.loss_d.double(), loss_d, rtol=tol, atol=tol)
+    torch.testing.assert_close(out.loss_g.double(), loss_g, rtol=tol, atol=tol)
+    for name, got, ref in zip(("grad_real", "grad_fake_d", "grad_fake_g"), out.gradients(0.5, 1.5), want):
+        assert got.dtype == dtype and got.shape == ref.shape, name
+        torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item(), msg=name)
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
 def test_each_weight_reaches_only_its_own_loss(loss, device):
-    """corr_weight shapes L_D and its streams only, corr_weight_g L_G and grad_fake_g only."""
+    """corr_weight shapes L_D only, corr_weight_g L_G only; the parts carry no weight."""
     B, n = 7, 40
     e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=5, loss=loss))
     two = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 2.0, P.EPS)
     d_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 0.5, P.EPS)
     g_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 2.0, 2.0, P.EPS)
-    for name in ("loss_d", "rho", "grad_real", "grad_fake_d"):
+    for name in ("loss_d", "rho", "corr", "slope_real", "slope_fake_d", "slope_fake_g"):
         torch.testing.assert_close(getattr(two, name), getattr(d_only, name), rtol=1e-6, atol=1e-9, msg=name)
-    for name in ("loss_g", "grad_fake_g"):
+    for name in ("loss_g",):
         torch.testing.assert_close(getattr(two, name), getattr(g_only, name), rtol=1e-6, atol=1e-9, msg=name)
-    # no correlation in L_G: its gradient is exactly the adversarial -1 / (B n) everywhere
+    # no correlation in L_G: its gradient is the adversarial -1 / (B n) everywhere
     none = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 0.0, P.EPS)
-    assert torch.equal(none.grad_fake_g, torch.full_like(none.grad_fake_g, -1.0 / (B * n)))
+    assert torch.equal(none.slope_fake_g, torch.full((B,), -1.0 / B, device=device))
+    torch.testing.assert_close(none.gradients(0.5, 0.0)[2], torch.full((B, n), -1.0 / (B * n), device=device))
     torch.testing.assert_close(none.loss_g, -e_fake.float().mean(), rtol=1e-6, atol=1e-7)
