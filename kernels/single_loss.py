@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -287,19 +288,20 @@ def ogan_objective_reference(
     adv = get_loss(loss)
     dtype = torch.float64 if torch.float64 in (e_real.dtype, e_fake.dtype) else torch.float32
     B = e_fake.shape[0]
-    if z.device.type == "cpu" and torch.float64 not in (z.dtype, e_fake.dtype, e_real.dtype):
-        # the CPU's fast path: z, e_fake and e_real in one float64 tensor (no row scaling is
+    if _pearson._numpy_path(z, e_fake) and _pearson._numpy_path(z, e_real):
+        # the CPU's path: z, e_fake and e_real in one float64 NumPy array (no row scaling is
         # needed there, see unit_pair), so each step below is one op for all three
-        X = torch.stack((z.detach(), e_fake.detach(), e_real.detach()) if z.dtype == e_fake.dtype == e_real.dtype
-                        else (z.detach().float(), e_fake.detach().float(), e_real.detach().float())).double()
-        means = X.mean(dim=-1, keepdim=True)
-        Xc = X[:2] - means[:2]
-        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True)
-        denom = norm.clamp_min(eps)
-        U = Xc / denom
-        rho = (U[0] * U[1]).sum(dim=-1)
-        corr = (U[0] - (norm[1] >= eps) * rho.unsqueeze(1) * U[1]) * ((-1.0 / B) / denom[1])
-        s_fake, s_real = means[1, :, 0].to(dtype), means[2, :, 0].to(dtype)
+        X = np.stack((_pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real))).astype(np.float64)
+        means = X.mean(axis=-1)
+        Xc = X[:2] - means[:2, :, None]
+        norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))[..., None]
+        denom = np.maximum(norm, eps)
+        Xc /= denom
+        rho_np = np.einsum("bn,bn->b", Xc[0], Xc[1])
+        corr_np = (Xc[0] - ((norm[1] >= eps) * rho_np[:, None]) * Xc[1]) * ((-1.0 / B) / denom[1])
+        corr = torch.from_numpy(corr_np.astype(np.float32))
+        rho = torch.from_numpy(rho_np.astype(np.float32))
+        s_fake, s_real = torch.from_numpy(means[1].astype(np.float32)), torch.from_numpy(means[2].astype(np.float32))
     else:
         s_real = e_real.detach().to(dtype).mean(dim=1)
         s_fake = e_fake.detach().to(dtype).mean(dim=1)
@@ -313,7 +315,7 @@ def ogan_objective_reference(
         slopes.d.mean().to(dtype) - corr_weight * mean_rho,
         slopes.g.mean().to(dtype) - corr_weight_g * mean_rho,
         rho.to(dtype),
-        corr.to(e_fake.dtype),
+        corr if corr.dtype == e_fake.dtype else corr.to(e_fake.dtype),
         slopes.d_real.to(dtype) * inv_b,
         slopes.d_fake.to(dtype) * inv_b,
         slopes.g_fake.to(dtype) * inv_b,

@@ -358,7 +358,10 @@ class SingleLossStep:
                     f"loss_g={float(out.loss_g):.4g}); the optimizer was not stepped and the weights are "
                     "unchanged (lower the learning rate, check the inputs, or use a GradScaler with float16)"
                 )
-            values = torch.stack([out.loss.detach(), out.loss_d, out.loss_g, out.rho.float().mean()])
+            if k > 1 or self.capture:  # one tensor: summed over micro-batches, or a captured graph's output
+                values: Any = torch.stack([out.loss.detach(), out.loss_d, out.loss_g, out.rho.float().mean()])
+            else:
+                values = (out.loss.detach(), out.loss_d, out.loss_g, out.rho.float().mean())
             if k > 1:
                 w = xr.shape[0] / B
                 loss = out.loss * w
