@@ -45,39 +45,40 @@ def _compare(out: S.ObjectiveOutput, ref: S.ObjectiveOutput, check, rtol: float,
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
 @pytest.mark.parametrize("B,n", CASES)
-def test_fused_objective_matches_float64_reference(loss, B, n, device, check):
+def test_fused_objective_matches_float64_reference(loss, B, n, triton_device, check):
     e_real, e_fake, z, dist = _inputs(B, n, seed=B * 1000 + n, loss=loss)
-    fn = get_registry().resolve("ogan_objective", device, backend="triton").fn
-    out = fn(e_real.to(device), e_fake.to(device), z.to(device), dist.to(device), loss, 0.5, 1.5, P.EPS)
+    fn = get_registry().resolve("ogan_objective", triton_device, backend="triton").fn
+    out = fn(*(t.to(triton_device) for t in (e_real, e_fake, z, dist)), loss, 0.5, 1.5, P.EPS)
     assert [t.dtype for t in out] == [torch.float32] * 6
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.5, 1.5, P.EPS)
     _compare(out, ref, check, 1e-5, _natural(e_fake, B, 1.5), 1e-5)
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_chunked_rows_and_non_contiguous_inputs(loss, device, check, monkeypatch):
+def test_chunked_rows_and_non_contiguous_inputs(loss, triton_device, check, monkeypatch):
     monkeypatch.setattr(P, "MAX_BLOCK", 256)
     e_real, e_fake, z, dist = _inputs(7, 1000, seed=3, loss=loss)
-    nc = lambda t: t.t().contiguous().t().to(device)  # noqa: E731 - same values, column-major
-    args = (nc(e_real), nc(e_fake), nc(z), torch.stack([dist, dist], 1)[:, 0].to(device))
+    # the views are made on the device: .to(device) of a strided CPU view copies it contiguous
+    nc = lambda t: t.to(triton_device).t().contiguous().t()  # noqa: E731 - same values, column-major
+    args = (nc(e_real), nc(e_fake), nc(z), torch.stack([dist, dist], 1).to(triton_device)[:, 0])
     assert not any(t.is_contiguous() for t in args)
     out = S.ogan_objective_triton(*args, loss, 0.3, 0.8, P.EPS)
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.3, 0.8, P.EPS)
     _compare(out, ref, check, 1e-5, _natural(e_fake, 7, 0.8), 1e-5)
 
 
-def test_bfloat16_encodings(device, check):
+def test_bfloat16_encodings(triton_device, check):
     e_real, e_fake, z, dist = _inputs(7, 128, seed=9, loss="qp")
     er, ef = e_real.bfloat16(), e_fake.bfloat16()
-    out = S.ogan_objective_triton(er.to(device), ef.to(device), z.to(device), dist.to(device), "qp", 0.5, 1.5, P.EPS)
+    out = S.ogan_objective_triton(*(t.to(triton_device) for t in (er, ef, z, dist)), "qp", 0.5, 1.5, P.EPS)
     assert out.grad_real.dtype == out.grad_fake_d.dtype == out.grad_fake_g.dtype == torch.bfloat16
     assert out.loss_d.dtype == out.rho.dtype == torch.float32
     ref = S.ogan_objective_reference(er.double(), ef.double(), z.double(), dist.double(), "qp", 0.5, 1.5, P.EPS)
     _compare(out, ref, check, 8e-3, _natural(ef, 7, 1.5), 8e-3)
 
 
-def test_one_launch_and_no_other_work(device, count_launches):
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(7, 33, seed=1, loss="qp"))
+def test_one_launch_and_no_other_work(triton_device, count_launches):
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(7, 33, seed=1, loss="qp"))
     S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, 1.5, P.EPS)  # allocates the cached ticket
     for loss in ("qp", "hinge"):
         with count_launches() as c:
@@ -85,8 +86,8 @@ def test_one_launch_and_no_other_work(device, count_launches):
         assert c.triton == ["_objective_kernel"] and c.torch_ops == [], (c.triton, c.torch_ops)
 
 
-def test_other_losses_and_float64_use_the_reference(device, count_launches):
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(5, 9, seed=2, loss="qp"))
+def test_other_losses_and_float64_use_the_reference(triton_device, count_launches):
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(5, 9, seed=2, loss="qp"))
     for loss in ("bce", "wgan"):
         with count_launches() as c:
             out = S.ogan_objective_triton(e_real, e_fake, z, None, loss, 0.5, 1.5, P.EPS)
@@ -98,10 +99,10 @@ def test_other_losses_and_float64_use_the_reference(device, count_launches):
         S.ogan_objective_triton(e_real, e_fake, z, None, "qp", 0.5, 1.5, P.EPS)
 
 
-def test_gradient_streams_route_as_documented(device):
+def test_gradient_streams_route_as_documented(triton_device):
     """With one weight, grad_fake_d - grad_fake_g only carries the adversarial slopes (the correlation cancels)."""
     B, n = 6, 10
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=4, loss="qp"))
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(B, n, seed=4, loss="qp"))
     out = S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, 0.5, P.EPS)
     diff = (out.grad_fake_d - out.grad_fake_g).double()
     torch.testing.assert_close(diff, diff[:, :1].expand(B, n))  # constant along each row
@@ -125,10 +126,10 @@ def test_closed_form_matches_the_autograd_reference(loss, dtype):
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_each_weight_reaches_only_its_own_loss(loss, device):
+def test_each_weight_reaches_only_its_own_loss(loss, triton_device):
     """corr_weight shapes L_D and its streams only, corr_weight_g L_G and grad_fake_g only."""
     B, n = 7, 40
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=5, loss=loss))
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(B, n, seed=5, loss=loss))
     two = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 2.0, P.EPS)
     d_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 0.5, P.EPS)
     g_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 2.0, 2.0, P.EPS)
