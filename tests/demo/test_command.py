@@ -199,3 +199,29 @@ def test_unlabelled_array_data_runs(tmp_path):
 def test_format_table_has_both_columns():
     text = demo.format_table({"mean_rho": 0.5, "sample_confidence": 0.9, "plain": {"sample_confidence": 0.8}})
     assert "0.500" in text and "0.900" in text and "0.800" in text and "plain GAN" in text
+
+
+@pytest.mark.gpu
+def test_quick_run_on_cuda_from_the_command_line(tmp_path):
+    """``ogan-plugin demo --steps 50 --device cuda``, the installed command as a user runs it:
+    trains on the GPU (metrics.json says so), writes every file, finite metrics."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("ogan-plugin")  # the console script of this Python
+    exe = str(beside) if beside.is_file() else shutil.which("ogan-plugin")
+    assert exe, "no ogan-plugin command beside this Python or on PATH (pip install -e . first)"
+    res = subprocess.run([exe, "demo", "--steps", "50", "--device", "cuda", "--out", "tmp", "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = tmp_path / "tmp"
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "training.png", "metrics.json",
+                 "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 50 and m["device"].startswith("cuda"), m.get("device")
+    assert "device cuda" in res.stdout
+    for where, v in _finite_numbers(m):
+        assert math.isfinite(v), where
