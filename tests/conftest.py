@@ -11,7 +11,7 @@ without CUDA.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -42,9 +42,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest) -> str:
-    """``"cpu"``, and ``"cuda"`` where torch sees a GPU (test ids ``[cpu]`` / ``[cuda]``)."""
-    return request.param
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``"cpu"``, and ``"cuda"`` where torch sees a GPU (test ids ``[cpu]`` / ``[cuda]``).
+
+    On CUDA, float32 convolutions and matrix products run in full float32 for the test (no
+    TF32, which cuDNN uses by default and which rounds inputs to 10 mantissa bits), so the
+    tests' float32 tolerances mean the same on both devices.
+    """
+    if request.param != "cuda":
+        yield request.param
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield request.param
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture

@@ -68,8 +68,15 @@ def _weights(path):
     return ck
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["--steps", "8", "--checkpoint-every", "100", "--ema-decay", "0.9", *FAST]
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch, device):
+    """Exactly on the CPU.  On CUDA the resumed run matches to rounding only: some GPU kernels
+    (cuDNN's, atomics) do not give the same bits run after run, resumed or not."""
+    args = ["--steps", "8", "--checkpoint-every", "100", "--ema-decay", "0.9", "--device", device, *FAST]
+    if device == "cpu":
+        same = torch.equal
+    else:
+        def same(a, b):
+            return torch.allclose(a, b, rtol=1e-3, atol=1e-5)
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli.main(["demo", "--out", str(full), *args]) == 0
 
@@ -93,12 +100,19 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     assert a["step"] == b["step"] == 8
     for part in ("generator", "discriminator"):
         for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+            assert same(a[part][k], b[part][k]), f"{part}.{k}"
     for k, v in a["trainer"]["ema"]["module"].items():
-        assert torch.equal(v, b["trainer"]["ema"]["module"][k]), f"ema.{k}"
-    assert a["history"] == b["history"]
+        assert same(v, b["trainer"]["ema"]["module"][k]), f"ema.{k}"
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
-    assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
+    if device == "cpu":
+        assert a["history"] == b["history"]
+        assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
+    else:
+        assert a["history"].keys() == b["history"].keys()
+        for k in a["history"]:
+            assert np.allclose(a["history"][k], b["history"][k], rtol=1e-3, atol=1e-5), k
+        assert math.isclose(ma["mean_rho"], mb["mean_rho"], rel_tol=1e-3, abs_tol=1e-4)
+        assert math.isclose(ma["reconstruction_mse"], mb["reconstruction_mse"], rel_tol=1e-3, abs_tol=1e-5)
 
 
 def _fails(capsys, *argv: str) -> str:
