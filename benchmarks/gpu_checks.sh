@@ -10,7 +10,7 @@
 #   install    pip install --no-deps --no-build-isolation -e .   (no network needed)
 #   check      ogan-plugin bench --check       (kernels against float64, streams, graphs)
 #   pytest-gpu pytest -m gpu                   (the tests only a GPU can run)
-#   pytest     pytest                          (the whole suite)
+#   pytest     pytest                          (the whole suite; 4 processes with pytest-xdist)
 #   step       ogan-plugin bench --step --device cuda   (training-step benchmark, CSV)
 #   demo       ogan-plugin demo --device cuda  (default size; metrics.json + two pictures)
 #
@@ -33,6 +33,8 @@
 #                        string: use `bash -c '...'` for pipes); write files to "$OUT_DIR"
 #                        (the 8-file limit counts them)
 #   GPU_CHECKS_SKIP=a,b  built-in steps to leave out (names as above)
+#   GPU_CHECKS_PYTEST_ARGS="..."  extra arguments of the whole-suite step (default: "-n 4
+#                        --dist loadfile" where pytest-xdist is installed, else none)
 #
 # Wheels carried to a machine without network: a `.whl/` folder in the checkout is
 # installed first into /tmp/site (put on PYTHONPATH), with no index and no dependencies.
@@ -121,7 +123,13 @@ OGAN=$(tool ogan-plugin)
 PYTEST=$(tool pytest)
 step check 180 "$OGAN" bench --check --csv "$OUT_DIR/check.csv"
 step pytest-gpu 240 "$PYTEST" -m gpu -rfEs -p no:cacheprovider
-step pytest 420 "$PYTEST" -rfEs -p no:cacheprovider --durations=15
+# the whole suite in 4 processes, one test file each at a time, where pytest-xdist is installed
+# (serially it took 6 min on the H200 machine); GPU_CHECKS_PYTEST_ARGS overrides ("" = serial)
+if [ -z "${GPU_CHECKS_PYTEST_ARGS+set}" ] && python3 -c "import xdist" > /dev/null 2>&1; then
+  GPU_CHECKS_PYTEST_ARGS="-n 4 --dist loadfile"
+fi
+# shellcheck disable=SC2086  # the arguments are meant to be split
+step pytest 420 "$PYTEST" ${GPU_CHECKS_PYTEST_ARGS:-} -rfEs -p no:cacheprovider --durations=15
 step step 180 "$OGAN" bench --step --device cuda --iters 100 --csv "$OUT_DIR/step.csv"
 step demo 240 bash -c '
   "$1" demo --device cuda --out "$2/demo" --no-progress || exit

@@ -138,11 +138,11 @@ def alternating_grads(
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
 
-def test_hook_gradients_equal_the_explicit_correlation_term() -> None:
+def test_hook_gradients_equal_the_explicit_correlation_term(device) -> None:
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ)
+    G, D = G.to(device), ogan_plugin.wrap(D, z_dim=NZ).to(device)
     torch.manual_seed(2)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
     want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=0.3)
     plain_d, plain_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
     with ogan_plugin.attach(D, G, corr_weight=0.3) as hook:
@@ -203,11 +203,11 @@ def conditional_hinge_grads(G, D, z, x, y, explicit_weight: float):
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
 
-def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
+def test_conditional_loop_calling_netD_with_labels_works_unchanged(device) -> None:
     torch.manual_seed(3)
-    G, D = ConditionalG().double(), ogan_plugin.wrap(ProjectionD().double(), z_dim=NZ)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
-    y = torch.randint(0, 3, (10,))
+    G, D = ConditionalG().double().to(device), ogan_plugin.wrap(ProjectionD().double(), z_dim=NZ).to(device)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
+    y = torch.randint(0, 3, (10,)).to(device)
     want_d, want_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.5)
     plain_d, _ = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
     with ogan_plugin.attach(D, G) as hook:
@@ -219,11 +219,11 @@ def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
     assert any((a - b).abs().max() > 1e-6 for a, b in zip(got_d, plain_d))
 
 
-def test_corr_weight_g_weights_the_generator_step_only() -> None:
+def test_corr_weight_g_weights_the_generator_step_only(device) -> None:
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ)
+    G, D = G.to(device), ogan_plugin.wrap(D, z_dim=NZ).to(device)
     torch.manual_seed(2)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
     want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=2.0, explicit_weight_g=0.25)
     same_d, same_g = alternating_grads(G, D, z, x, explicit_weight=2.0)
     with ogan_plugin.attach(D, G, corr_weight=2.0, corr_weight_g=0.25) as hook:
@@ -242,10 +242,10 @@ def test_corr_weight_g_weights_the_generator_step_only() -> None:
         ogan_plugin.attach(D, G, corr_weight_g=-1.0)
 
 
-def test_gradscaler_scales_the_term_like_the_loss() -> None:
+def test_gradscaler_scales_the_term_like_the_loss(device) -> None:
     G, D = mlp_pair()
-    G, D = G.float(), ogan_plugin.wrap(D.float(), z_dim=NZ)
-    z, x = torch.randn(8, NZ), torch.randn(8, 12)
+    G, D = G.float().to(device), ogan_plugin.wrap(D.float(), z_dim=NZ).to(device)
+    z, x = torch.randn(8, NZ, device=device), torch.randn(8, 12, device=device)
 
     def d_grads(scaler) -> list[torch.Tensor]:
         D.zero_grad()
@@ -257,7 +257,7 @@ def test_gradscaler_scales_the_term_like_the_loss() -> None:
 
     with ogan_plugin.attach(D, G):
         want = d_grads(None)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**10)
     with ogan_plugin.attach(D, G, scaler=scaler):
         got = d_grads(scaler)
     for a, b in zip(got, want):
