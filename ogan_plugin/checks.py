@@ -6,6 +6,7 @@ public boundary in one line each::
 
     steps = check_int("steps", steps, 0)         # "steps must be an int >= 0, got -1"
     loss_fn = named_or_callable("loss", loss, LOSSES)
+    check_device("z", z, x_real.device, "x_real")  # "z is on cpu, x_real on cuda:0: ..."
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-__all__ = ["check_int", "check_number", "named_or_callable"]
+__all__ = ["check_int", "check_number", "named_or_callable", "check_device"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,3 +86,24 @@ def named_or_callable(name: str, value: Any, known: Mapping[str, F], what: str =
     if not callable(value):
         raise TypeError(f"{name} must be a name or {what}, got {type(value).__name__}")
     return value
+
+
+def check_device(name: str, tensor: Any, device: Any, other: str) -> None:
+    """Raise ``ValueError`` when ``tensor`` is not on ``device``, where ``other`` lives.
+
+    On a GPU a tensor left on the CPU otherwise fails deep inside a network or a kernel
+    with an error that names no argument.
+
+    Args:
+        name: the argument's name, as the message shows it (``"z"``).
+        tensor: what was passed (anything without a ``device`` is left to other checks).
+        device: the device it must be on.
+        other: what is on ``device``, as the message shows it (``"x_real"``,
+            ``"the generator's parameters"``).
+
+    Raises:
+        ValueError: ``{name} is on {tensor.device}, {other} on {device}: ...``.
+    """
+    have = getattr(tensor, "device", None)
+    if have is not None and device is not None and have != device:
+        raise ValueError(f"{name} is on {have}, {other} on {device}: put them on one device")

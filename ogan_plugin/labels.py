@@ -19,13 +19,21 @@ from torch import Tensor
 __all__ = ["check_labels", "check_takes_labels", "check_conditional", "label_args"]
 
 
-def check_labels(y: Any, batch: int, name: str = "y") -> Tensor:
+def check_labels(y: Any, batch: int, name: str = "y", device: Optional[torch.device] = None) -> Tensor:
     """``y`` if it is a batch of ``batch`` labels, else an error naming ``name``.
+
+    Args:
+        y: the labels.
+        batch: the number of samples they must label.
+        name: the argument they came from, for the messages.
+        device: the batch's device, when known: the labels must be on it too (a CPU label
+            tensor with a CUDA batch would otherwise fail inside the network).
 
     Raises:
         TypeError: ``y`` is not a tensor, or its dtype is neither integer (class indices)
             nor floating point (one-hot / embedding rows); ``bool`` and complex are refused.
-        ValueError: ``y`` is a scalar or its first dimension is not ``batch``.
+        ValueError: ``y`` is a scalar, its first dimension is not ``batch``, or it is on
+            another device than the batch.
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of labels, got {type(y).__name__}")
@@ -37,6 +45,8 @@ def check_labels(y: Any, batch: int, name: str = "y") -> Tensor:
     if y.dim() == 0 or y.shape[0] != batch:
         got = "a scalar" if y.dim() == 0 else f"{y.shape[0]} labels (shape {tuple(y.shape)})"
         raise ValueError(f"{name} must have one label per sample: the batch has {batch} samples, {name} has {got}")
+    if device is not None and y.device != torch.device(device):
+        raise ValueError(f"{name} is on {y.device} but the batch is on {device}; put the labels on the batch's device")
     return y
 
 
@@ -112,7 +122,7 @@ def check_takes_labels(network: Any, what: str, name: str = "y") -> None:
 
 
 def check_conditional(
-    generator: Any, discriminator: Any, y: Any, batch: int, name: str = "y"
+    generator: Any, discriminator: Any, y: Any, batch: int, name: str = "y", device: Optional[torch.device] = None
 ) -> Optional[Tensor]:
     """The checks of labels ``y`` given to a function that runs the networks: a batch of
     ``batch`` labels (:func:`check_labels`), and every network given takes them
@@ -124,16 +134,18 @@ def check_conditional(
         y: the labels, or None (an unconditional call).
         batch: the number of samples they must label.
         name: the argument they came from, for the messages.
+        device: the batch's device, when known (see :func:`check_labels`).
 
     Returns:
         ``y``.
 
     Raises:
         TypeError: ``y`` is not a tensor of labels.
-        ValueError: ``y`` does not hold ``batch`` labels, or a network's forward takes none.
+        ValueError: ``y`` does not hold ``batch`` labels, is on another device than the
+            batch, or a network's forward takes none.
     """
     if y is not None:
-        check_labels(y, batch, name)
+        check_labels(y, batch, name, device)
         if discriminator is not None:
             check_takes_labels(discriminator, "discriminator", name)
         if generator is not None:

@@ -63,11 +63,17 @@ def _accumulate(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+#: the plain containers' names, looked up by type: torch.compile traces the look-up, where
+#: torch 2.11's Dynamo cannot hash ``type(output).__name__`` (a graph break under fullgraph)
+_CONTAINER_NAMES = {tuple: "tuple", list: "list", dict: "dict"}
+
+
 def _structure(output: Any) -> Hashable:
     """What identifies the layout of a container output (the cache key of "auto")."""
+    kind = _CONTAINER_NAMES.get(type(output)) or type(output).__name__
     if isinstance(output, Mapping):
-        return (type(output).__name__, tuple(output))
-    return (type(output).__name__, len(output))
+        return (kind, tuple(output))
+    return (kind, len(output))
 
 
 def _elements(output: Any) -> list[tuple[Any, Any]]:
@@ -113,13 +119,15 @@ def _uses(t: Tensor, params: frozenset) -> Optional[bool]:
     ``params`` (None when there is no graph to follow: no grad mode, frozen head)."""
     if t.grad_fn is None or not params:
         return None
-    seen: set[int] = set()
+    # visited nodes by id, each kept alive: torch may hand out a new Python object for a node
+    # on every access and free it after, and a freed object's id can be reused by another node
+    seen: dict[int, Any] = {}
     stack = [t.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor's node
         if variable is not None and id(variable) in params:
             return True

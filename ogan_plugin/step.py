@@ -28,6 +28,7 @@ from ogan_plugin.training import (
     _check_batch,
     _check_generator,
     _check_labels,
+    _check_on_discriminator,
     _check_options,
     _single_loss,
 )
@@ -310,8 +311,9 @@ class SingleLossStep:
         if z is None and isinstance(x_real, Tensor) and x_real.dim() >= 1:
             z = self.sample_z(x_real.shape[0], x_real.device)
         _check_batch(x_real, z, self.z_dim)
+        _check_on_discriminator(x_real, self.discriminator)
         B = x_real.shape[0]
-        y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B)
+        y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B, x_real.device)
         k = self.accumulation_steps
         if k > B:
             raise ValueError(f"accumulation_steps={k} exceeds the batch size {B}")

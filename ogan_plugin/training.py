@@ -63,7 +63,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.checks import check_int
+from ogan_plugin.checks import check_device, check_int
 from ogan_plugin.ema import EMA
 from ogan_plugin.head import Decomposition, OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
@@ -101,15 +101,16 @@ def _check_generator(generator: Any) -> None:
 
 
 def _check_labels(
-    generator: Any, discriminator: OGANDiscriminator, y: Any, y_fake: Any, batch: int
+    generator: Any, discriminator: OGANDiscriminator, y: Any, y_fake: Any, batch: int, device: torch.device
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """``(y, y_fake)`` checked, ``y_fake`` defaulting to ``y``; errors name the argument."""
+    """``(y, y_fake)`` checked (on the batch's ``device``), ``y_fake`` defaulting to ``y``;
+    errors name the argument."""
     if y is None:
         if y_fake is not None:
             raise ValueError("y_fake was given without y: give the real batch's labels y too")
         return None, None
-    check_conditional(generator, discriminator, y, batch)
-    return y, (y if y_fake is None else check_labels(y_fake, batch, "y_fake"))
+    check_conditional(generator, discriminator, y, batch, device=device)
+    return y, (y if y_fake is None else check_labels(y_fake, batch, "y_fake", device))
 
 
 def _check_options(
@@ -137,6 +138,14 @@ def _check_batch(x_real: Any, z: Any, z_dim: int) -> None:
         )
     if z.shape[0] != x_real.shape[0]:
         raise ValueError(f"z has batch size {z.shape[0]} but x_real has {x_real.shape[0]}; they must match")
+    check_device("z", z, x_real.device, "x_real")
+
+
+def _check_on_discriminator(x_real: Tensor, D: OGANDiscriminator) -> None:
+    """x_real on the discriminator's device (its first parameter's), when it has parameters."""
+    p = next(D.parameters(), None)
+    if p is not None:
+        check_device("x_real", x_real, p.device, "the discriminator's parameters")
 
 
 def _check_augment(augment: Any) -> None:
@@ -420,8 +429,9 @@ def single_loss(
     D = as_wrapped(wrapped_discriminator, "wrapped_discriminator")  # DDP around a wrapped D: a view through it
     adv, weight_d, weight_g = _check_options(loss, corr_weight, routing, corr_weight_g)
     _check_batch(x_real, z, D.z_dim)
+    _check_on_discriminator(x_real, D)
     _check_augment(augment)
-    y, y_fake = _check_labels(generator, D, y, y_fake, x_real.shape[0])
+    y, y_fake = _check_labels(generator, D, y, y_fake, x_real.shape[0], x_real.device)
     out = _single_loss(
         generator, D, x_real, z, adv, loss, weight_d, weight_g, routing,
         bool(concat_batches), backend, eps, augment, y, y_fake,

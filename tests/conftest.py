@@ -1,9 +1,17 @@
-"""Shared fixtures: a zoo of discriminators of different shapes."""
+"""Shared fixtures: the devices tests run on, and a zoo of discriminators of different shapes.
+
+Devices.  ``device`` runs a test once per device this machine has: ``"cpu"`` everywhere,
+plus ``"cuda"`` where torch sees a GPU, so the same plain ``pytest`` checks both on a GPU
+machine.  ``triton_device`` is where the Triton kernels run: CUDA tensors on a GPU, CPU
+tensors under Triton's interpreter (``TRITON_INTERPRET=1``, set below) without one.  Tests
+that only a GPU can run are marked ``@pytest.mark.gpu`` and skip, with the reason,
+without CUDA.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -17,6 +25,11 @@ from torch.nn.utils.parametrizations import spectral_norm
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+#: the devices ``device`` runs each test on
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: where the Triton kernels run: the interpreter on CPU tensors, else compiled on CUDA
+TRITON_DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` skip, with the reason, where torch sees no CUDA device."""
@@ -26,6 +39,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``"cpu"``, and ``"cuda"`` where torch sees a GPU (test ids ``[cpu]`` / ``[cuda]``).
+
+    On CUDA, float32 convolutions and matrix products run in full float32 for the test (no
+    TF32, which cuDNN uses by default and which rounds inputs to 10 mantissa bits), so the
+    tests' float32 tolerances mean the same on both devices.
+    """
+    if request.param != "cuda":
+        yield request.param
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield request.param
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture
+def triton_device() -> str:
+    """Where the Triton backend runs here: ``"cuda"`` on a GPU, ``"cpu"`` (interpreter) without one."""
+    return TRITON_DEVICE
+
+
+def gpus_or_skip(n: int) -> None:
+    """Skip the calling test, saying why, unless torch sees at least ``n`` CUDA devices."""
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < n:
+        pytest.skip(f"needs {n} CUDA GPUs (one process per GPU); torch sees {have}")
+
+
+@pytest.fixture
+def need_gpus() -> Callable[[int], None]:
+    """``need_gpus(2)`` skips the test, with the reason, on a machine with fewer GPUs."""
+    return gpus_or_skip
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +149,13 @@ def zoo_case(request: pytest.FixtureRequest) -> tuple[str, nn.Module, torch.Tens
     d(x)  # settle BatchNorm statistics and spectral-norm power iterations
     d.eval()
     return request.param, d, x
+
+
+@pytest.fixture
+def zoo_case_on(zoo_case: tuple[str, nn.Module, torch.Tensor], device: str) -> tuple[str, nn.Module, torch.Tensor]:
+    """``zoo_case`` with the discriminator and its batch moved to ``device``."""
+    name, d, x = zoo_case
+    return name, d.to(device), x.to(device)
 
 
 @pytest.fixture

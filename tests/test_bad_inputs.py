@@ -250,3 +250,122 @@ def test_optimizer_missing_one_networks_parameters() -> None:
     early = torch.optim.Adam([*G.parameters(), *plain.parameters()])  # built before wrap()
     with pytest.raises(ValueError, match=r"lacks: discriminator\.discriminator\.2\.layer\.weight.*before wrap"):
         SingleLossStep(G, wrap(plain, z_dim=Z), optimizer=early)
+
+
+# --- the same clear errors on every device (CUDA where present) ------------------------------------
+def _elsewhere(device: str) -> str:
+    """A device other than ``device``: the CPU for CUDA; "meta" (shape-only tensors) for the CPU."""
+    return "meta" if device == "cpu" else "cpu"
+
+
+def _conditional_nets(device: str) -> tuple[nn.Module, ogan_plugin.OGANDiscriminator]:
+    class G(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.net = nn.Embedding(3, Z), nn.Linear(Z, 10)
+
+        def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.net(z + self.embed(y))
+
+    class D(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.head, self.embed = nn.Linear(10, 16), nn.Linear(16, 1), nn.Embedding(3, 16)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.features(x))
+            return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+    torch.manual_seed(0)
+    return G().to(device), wrap(D(), z_dim=Z).to(device)
+
+
+def test_tensors_on_two_devices_are_named(device: str) -> None:
+    """z, e, x_real and the networks on different devices: each public function names the
+    argument that is elsewhere (on a GPU: a CPU tensor with CUDA ones, which would otherwise
+    fail inside a kernel or a layer with an error naming no argument)."""
+    other = _elsewhere(device)
+    z, e = (t.to(device) for t in pair())
+    for fn in (correlation_loss, pearson_correlation):
+        with pytest.raises(ValueError, match=f"z is on {other}.* but e is on {device}"):
+            fn(z.to(other), e)
+        with pytest.raises(ValueError, match=f"z is on {device}.* but e is on {other}"):
+            fn(z, e.to(other))
+    G, D = (m.to(device) for m in nets())
+    x, z = torch.randn(5, 10, device=device), torch.randn(5, Z, device=device)
+    with pytest.raises(ValueError, match=f"^z is on {other}.*, x_real on {device}.*: put them on one device"):
+        single_loss(G, D, x, z.to(other))
+    with pytest.raises(ValueError, match=f"^x_real is on {other}.*, the discriminator's parameters on {device}"):
+        single_loss(G, D, x.to(other), z.to(other))
+    step = SingleLossStep(G, D)
+    with pytest.raises(ValueError, match=f"^x_real is on {other}.*, the discriminator's parameters on {device}"):
+        step.step(x.to(other))  # z is sampled on x_real's device: the batch is named
+    with pytest.raises(ValueError, match=f"^z is on {other}.*, x_real on {device}"):
+        step.step(x, z.to(other))
+    assert step.step_count == 0 and all(p.grad is None for p in [*G.parameters(), *D.parameters()])
+    single_loss(G, D, x, z).backward()  # all on one device: fine
+
+
+def test_labels_on_another_device_than_the_batch_are_named(device: str) -> None:
+    """A conditional pair on ``device`` with labels left elsewhere (CPU labels with a CUDA batch)."""
+    other = _elsewhere(device)
+    G, D = _conditional_nets(device)
+    x, z = torch.randn(5, 10, device=device), torch.randn(5, Z, device=device)
+    y = torch.tensor([0, 1, 2, 0, 1], device=device)
+    with pytest.raises(ValueError, match=f"^y is on {other}.* but the batch is on {device}"):
+        single_loss(G, D, x, z, y=y.to(other))
+    with pytest.raises(ValueError, match=f"^y_fake is on {other}.* but the batch is on {device}"):
+        single_loss(G, D, x, z, y=y, y_fake=y.to(other))
+    with pytest.raises(ValueError, match=f"^y is on {other}.* but the batch is on {device}"):
+        SingleLossStep(G, D).step(x, z, y=y.to(other))
+    out = single_loss(G, D, x, z, y=y, return_terms=True)  # labels with the batch: fine
+    assert torch.isfinite(out.loss) and out.rho.device == x.device
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_z_is_read_exactly_and_computed_in_float32(device: str, dtype: torch.dtype) -> None:
+    """z in half precision with float32 codes: the correlation of the half values, in float32
+    (on CUDA by the Triton kernels), like the CPU's; both gradients in their input's dtype."""
+    z, e = (t.to(device) for t in pair(b=9, n=33, seed=3))
+    zh = z.to(dtype).requires_grad_(True)
+    e.requires_grad_(True)
+    rho = pearson_correlation(zh, e)
+    assert rho.dtype == torch.float32 and rho.device == e.device
+    torch.testing.assert_close(rho.double(), rho64(zh.detach(), e.detach()), rtol=1e-5, atol=1e-6)
+    loss = correlation_loss(zh, e, 0.5)
+    torch.testing.assert_close(loss.double(), -0.5 * rho64(zh.detach(), e.detach()).mean(), rtol=1e-5, atol=1e-6)
+    gz, ge = torch.autograd.grad(loss, (zh, e))
+    assert gz.dtype == dtype and ge.dtype == torch.float32
+    z64, e64 = zh.detach().double().requires_grad_(True), e.detach().double().requires_grad_(True)
+    want_z, want_e = torch.autograd.grad(-0.5 * rho64(z64, e64).mean(), (z64, e64))
+    torch.testing.assert_close(ge.double(), want_e, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gz.double(), want_z, rtol=1e-2, atol=1e-2 * want_z.abs().max().item())
+
+
+def test_non_finite_values_are_named_with_check_finite_true(device: str) -> None:
+    """check_finite=True reads the values on every device (one synchronisation on a GPU) and
+    names the input; the default checks the CPU only; SingleLossStep's check names the step."""
+    z, e = (t.to(device) for t in pair())
+    z_bad, e_bad = z.clone(), e.clone()
+    z_bad[2, 3], e_bad[0, 0] = float("nan"), float("inf")
+    for fn in (correlation_loss, pearson_correlation):
+        with pytest.raises(ValueError, match="^z contains NaN or inf values$"):
+            fn(z_bad, e, check_finite=True)
+        with pytest.raises(ValueError, match="^e contains NaN or inf values$"):
+            fn(z, e_bad, check_finite=True)
+    if device == "cpu":
+        with pytest.raises(ValueError, match="e contains NaN or inf"):
+            pearson_correlation(z, e_bad)
+    else:  # the documented default on an accelerator: no read, the bad row is NaN
+        rho = pearson_correlation(z, e_bad)
+        assert not torch.isfinite(rho[0]) and torch.isfinite(rho[1:]).all()
+    G, D = (m.to(device) for m in nets())
+    step = SingleLossStep(G, D)
+    step.step(torch.randn(5, 10, device=device))
+    x = torch.randn(5, 10, device=device)
+    x[1, 2] = float("nan")
+    before = [p.detach().clone() for p in [*G.parameters(), *D.parameters()]]
+    with pytest.raises(FloatingPointError, match="non-finite O-GAN loss at step 2"):
+        step.step(x)
+    assert all(torch.equal(a, p) for a, p in zip(before, [*G.parameters(), *D.parameters()]))
+    assert step.step_count == 1

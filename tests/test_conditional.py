@@ -48,19 +48,21 @@ class ConditionalG(nn.Module):
         return self.net(z * (1 + self.embed(y)))
 
 
-def make_pair(seed: int = 0, score: str = "auto"):
+def make_pair(seed: int = 0, score: str = "auto", device: str = "cpu"):
     torch.manual_seed(seed)
     G, D = ConditionalG().double(), ProjectionD().double()
     with torch.no_grad():
         D.embed.weight.mul_(2.0)  # a class term of the head's size, not a rounding error
-    return G, ogan_plugin.wrap(D, NZ, score=score)
+    return G.to(device), ogan_plugin.wrap(D, NZ, score=score).to(device)
 
 
-def batch(n: int = 7, seed: int = 1):
+def batch(n: int = 7, seed: int = 1, device: str = "cpu"):
+    """(x, z, y, y_fake) on ``device``, drawn on the CPU (the same values on every device)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64)
     z = torch.randn(n, NZ, generator=g, dtype=torch.float64)
-    return x, z, torch.randint(0, K, (n,), generator=g), torch.randint(0, K, (n,), generator=g)
+    y, y_fake = torch.randint(0, K, (n,), generator=g), torch.randint(0, K, (n,), generator=g)
+    return x.to(device), z.to(device), y.to(device), y_fake.to(device)
 
 
 def alternating_reference(G, D, x, z, y, y_fake, loss: str, corr_weight: float = 0.5):
@@ -95,9 +97,9 @@ def assert_grads_equal(expected, params, rel: float = 1e-9) -> None:
 @pytest.mark.parametrize("concat", [False, True], ids=["separate", "concat"])
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", sorted(FUNCTIONAL))
-def test_gradients_equal_the_alternating_update_on_the_whole_output(loss, routing, concat):
-    G, D = make_pair()
-    x, z, y, y_fake = batch()
+def test_gradients_equal_the_alternating_update_on_the_whole_output(loss, routing, concat, device):
+    G, D = make_pair(device=device)
+    x, z, y, y_fake = batch(device=device)
     grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, y, y_fake, loss)
     out = single_loss(G, D, x, z, loss, routing=routing, concat_batches=concat, y=y, y_fake=y_fake, return_terms=True)
     out.loss.backward()
@@ -110,11 +112,11 @@ def test_gradients_equal_the_alternating_update_on_the_whole_output(loss, routin
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)
-def test_the_head_mean_alone_would_drop_the_class_term(routing):
+def test_the_head_mean_alone_would_drop_the_class_term(routing, device):
     # score="head" is the pre-conditional behaviour: the embedding gets no gradient at all
     # and every other gradient is off; the default trains the whole output.
-    G, D = make_pair(score="head")
-    x, z, y, _ = batch()
+    G, D = make_pair(score="head", device=device)
+    x, z, y, _ = batch(device=device)
     grads_d, _, _, _ = alternating_reference(G, D, x, z, y, y, "hinge")
     single_loss(G, D, x, z, "hinge", routing=routing, y=y).backward()
     assert D.discriminator.embed.weight.grad is None or not D.discriminator.embed.weight.grad.any()
@@ -123,14 +125,11 @@ def test_the_head_mean_alone_would_drop_the_class_term(routing):
 
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_fused_triton_objective_routes_conditional_scores_like_the_reference(loss, routing):
-    import os
-
-    device = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
-    G, D = make_pair()
-    G.float().to(device), D.float().to(device)
-    x, z, y, y_fake = batch()
-    x, z, y, y_fake = x.float().to(device), z.float().to(device), y.to(device), y_fake.to(device)
+def test_fused_triton_objective_routes_conditional_scores_like_the_reference(loss, routing, triton_device):
+    G, D = make_pair(device=triton_device)
+    G.float(), D.float()
+    x, z, y, y_fake = batch(device=triton_device)
+    x, z = x.float(), z.float()
     results = []
     for backend in ("reference", "triton"):
         G.zero_grad(), D.zero_grad()
@@ -141,13 +140,13 @@ def test_fused_triton_objective_routes_conditional_scores_like_the_reference(los
         torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
 
 
-def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores():
+def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores(device):
     # The trick the single loss uses with the fused objective: code + score per row.
     from ogan_plugin.kernels.single_loss import ogan_objective_reference
     from ogan_plugin.training import _objective_input
 
-    G, D = make_pair()
-    x, z, y, _ = batch()
+    G, D = make_pair(device=device)
+    x, z, y, _ = batch(device=device)
     d = D.decompose(G(z, y), y)
     e = _objective_input(d)
     torch.testing.assert_close(e.mean(1), d.output.detach())
@@ -156,7 +155,7 @@ def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores():
     # and per-row slopes (the scores); together the dense gradients
     out = ogan_objective_reference(e, e, z.flatten(1), None, "hinge", 0.5, 2.0, ogan_plugin.EPS)
     scale = out.corr.abs().max().item() * e.shape[1]  # rounding of a sum of n terms of that size
-    torch.testing.assert_close(out.corr.sum(1), torch.zeros(len(e), dtype=e.dtype), atol=8 * 2.0**-52 * scale, rtol=0)
+    torch.testing.assert_close(out.corr.sum(1), torch.zeros(len(e), dtype=e.dtype, device=e.device), atol=8 * 2.0**-52 * scale, rtol=0)
     grad_real, grad_d, grad_g = out.gradients(0.5, 2.0)
     n = e.shape[1]
     torch.testing.assert_close(grad_d.sum(1), out.slope_fake_d.to(e.dtype))
@@ -164,11 +163,11 @@ def test_shifting_rows_by_the_class_term_keeps_rho_and_gives_the_whole_scores():
     torch.testing.assert_close(grad_real, (out.slope_real / n).unsqueeze(1).expand_as(e).to(e.dtype))
 
 
-def test_step_with_labels_and_accumulation_equals_the_full_batch_step():
+def test_step_with_labels_and_accumulation_equals_the_full_batch_step(device):
     params = []
     for k in (1, 2):
-        G, D = make_pair()
-        x, z, y, y_fake = batch(8)
+        G, D = make_pair(device=device)
+        x, z, y, y_fake = batch(8, device=device)
         opt = torch.optim.SGD([*G.parameters(), *D.parameters()], lr=0.1)
         step = SingleLossStep(G, D, loss="hinge", optimizer=opt, accumulation_steps=k)
         embed = D.discriminator.embed.weight.detach().clone()
@@ -182,9 +181,9 @@ def test_step_with_labels_and_accumulation_equals_the_full_batch_step():
 
 # --- OGANLoss pipelines --------------------------------------------------------------------
 @pytest.mark.parametrize("loss", ["hinge", "bce"])
-def test_oganloss_takes_decompositions_and_trains_the_whole_output(loss):
-    G, D = make_pair()
-    x, z, y, y_fake = batch()
+def test_oganloss_takes_decompositions_and_trains_the_whole_output(loss, device):
+    G, D = make_pair(device=device)
+    x, z, y, y_fake = batch(device=device)
     grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, y, y_fake, loss)
     crit = ogan_plugin.OGANLoss(loss, corr_weight=0.5)
     fake = G(z, y_fake)
@@ -200,7 +199,7 @@ def test_oganloss_takes_decompositions_and_trains_the_whole_output(loss):
     raw_d = crit.discriminator_loss(D.decompose(x, y).raw, D.decompose(fake.detach(), y_fake).raw, z)
     assert not torch.allclose(raw_d, got_d)
     with pytest.raises(TypeError, match="e_real must be D.decompose"):
-        crit.discriminator_loss(torch.zeros(7), D.decompose(fake.detach(), y_fake), z)
+        crit.discriminator_loss(torch.zeros(7, device=device), D.decompose(fake.detach(), y_fake), z)
 
 
 # --- using the encoder ---------------------------------------------------------------------
@@ -268,9 +267,9 @@ def test_evaluate_functions_take_labels():
 
 
 # --- bad labels ----------------------------------------------------------------------------
-def test_bad_labels_raise_errors_naming_the_argument():
-    G, D = make_pair()
-    x, z, y, _ = batch()
+def test_bad_labels_raise_errors_naming_the_argument(device):
+    G, D = make_pair(device=device)
+    x, z, y, _ = batch(device=device)
     with pytest.raises(ValueError, match=r"y must have one label per sample: the batch has 7 samples, y has 6 labels"):
         single_loss(G, D, x, z, y=y[:6])
     with pytest.raises(ValueError, match="y_fake must have one label per sample"):

@@ -15,14 +15,16 @@ from ogan_plugin.head import OGANDiscriminator, OGANHead, find_scalar_head
 Z = 12
 
 
-def test_wrap_keeps_scores_shape_and_parameters(zoo_case):
-    name, d, x = zoo_case
+def test_wrap_keeps_scores_shape_and_parameters(zoo_case_on, device):
+    name, d, x = zoo_case_on
     before = d(x).detach().clone()
     params_before = {n: p for n, p in d.named_parameters()}
     wrapped = ogan_plugin.wrap(d, z_dim=Z)
     wrapped.eval()
     after = wrapped(x)
     assert after.shape == before.shape
+    # the widened head is made on the network's device
+    assert all(t.device.type == device for t in [*wrapped.head.parameters(), *wrapped.head.buffers()])
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     # every parameter outside the head is the very same tensor object
     head_prefix = wrapped.head_path + "."
@@ -31,34 +33,35 @@ def test_wrap_keeps_scores_shape_and_parameters(zoo_case):
             assert p is params_before[n], n
 
 
-def test_decompose_parts_are_orthogonal(zoo_case):
-    _, d, x = zoo_case
+def test_decompose_parts_are_orthogonal(zoo_case_on):
+    _, d, x = zoo_case_on
     wrapped = ogan_plugin.wrap(d, z_dim=Z).eval()
     dec = wrapped.decompose(x)
     b = x.shape[0]
     assert dec.raw.shape == (b, Z) and dec.code.shape == (b, Z) and dec.score.shape == (b,)
     torch.testing.assert_close(dec.code + dec.score[:, None], dec.raw.float())
-    torch.testing.assert_close(dec.code.sum(dim=1), torch.zeros(b), atol=1e-5, rtol=0)
+    torch.testing.assert_close(dec.code.sum(dim=1), torch.zeros(b, device=x.device), atol=1e-5, rtol=0)
     torch.testing.assert_close(dec.output, wrapped(x))
 
 
-def test_unwrap_restores_a_plain_head_with_the_same_scores(zoo_case):
-    _, d, x = zoo_case
+def test_unwrap_restores_a_plain_head_with_the_same_scores(zoo_case_on):
+    _, d, x = zoo_case_on
     wrapped = ogan_plugin.wrap(d, z_dim=Z).eval()
     with torch.no_grad():  # train the code part a little: unwrap must follow the current weights
-        wrapped.head.layer.bias.add_(torch.linspace(-1, 1, Z, dtype=wrapped.head.layer.bias.dtype))
+        bias = wrapped.head.layer.bias
+        bias.add_(torch.linspace(-1, 1, Z, dtype=bias.dtype, device=bias.device))
     scores = wrapped(x).detach()
     plain = wrapped.unwrap()
     assert not any(isinstance(m, OGANHead) for m in plain.modules())
     torch.testing.assert_close(plain(x), scores, rtol=1e-5, atol=1e-5)
 
 
-def test_encode_is_standardized():
+def test_encode_is_standardized(device):
     torch.manual_seed(1)
-    wrapped = ogan_plugin.wrap(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), z_dim=Z)
-    code = wrapped.encode(torch.randn(9, 8))
-    torch.testing.assert_close(code.mean(dim=1), torch.zeros(9), atol=1e-6, rtol=0)
-    torch.testing.assert_close(code.std(dim=1, unbiased=False), torch.ones(9), atol=1e-5, rtol=0)
+    wrapped = ogan_plugin.wrap(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)).to(device), z_dim=Z)
+    code = wrapped.encode(torch.randn(9, 8, device=device))
+    torch.testing.assert_close(code.mean(dim=1), torch.zeros(9, device=device), atol=1e-6, rtol=0)
+    torch.testing.assert_close(code.std(dim=1, unbiased=False), torch.ones(9, device=device), atol=1e-5, rtol=0)
 
 
 def test_wrapped_score_is_the_mean_of_raw_and_gradients_flow():
@@ -101,11 +104,11 @@ def test_state_dict_round_trip():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_scores_are_reduced_in_float32(dtype):
+def test_half_precision_scores_are_reduced_in_float32(dtype, device):
     torch.manual_seed(4)
-    d = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1)).to(dtype)
+    d = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1)).to(device, dtype)
     wrapped = ogan_plugin.wrap(d, z_dim=6)
-    x = torch.randn(3, 6, dtype=dtype)
+    x = torch.randn(3, 6, dtype=dtype, device=device)
     dec = wrapped.decompose(x)
     assert dec.raw.dtype == dtype and dec.score.dtype == torch.float32
     torch.testing.assert_close(dec.score, dec.raw.float().mean(dim=1))

@@ -11,15 +11,17 @@ from ogan_plugin import losses as L
 
 
 @pytest.fixture
-def scores():
+def scores(device):
+    """(real scores, fake scores) in float64 on ``device``."""
     g = torch.Generator().manual_seed(0)
-    return torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    r, f = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    return r.to(device), f.to(device)
 
 
 def test_functional_values(scores):
     """float64 scores give float64 losses (exact); lower precisions reduce in float32."""
     r, f = scores
-    dist = torch.rand(6, dtype=torch.float64) + 0.1
+    dist = torch.rand(6, dtype=torch.float64, device=r.device) + 0.1
     t = f - r
     torch.testing.assert_close(L.qp_d_loss(r, f, dist), (t + 0.25 * t**2 / dist).mean(), rtol=1e-15, atol=0)
     torch.testing.assert_close(L.qp_g_loss(f), -f.mean(), rtol=1e-15, atol=0)
@@ -27,8 +29,8 @@ def test_functional_values(scores):
     torch.testing.assert_close(L.bce_d_loss(r, f), (F.softplus(-r) + F.softplus(f)).mean(), rtol=1e-15, atol=0)
     torch.testing.assert_close(L.bce_g_loss(f), F.softplus(-f).mean(), rtol=1e-15, atol=0)
     # BCE on logits equals torch's binary cross-entropy with targets 1 (real) and 0 (fake)
-    bce = F.binary_cross_entropy_with_logits(r, torch.ones(6, dtype=torch.float64)) + F.binary_cross_entropy_with_logits(
-        f, torch.zeros(6, dtype=torch.float64)
+    bce = F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) + F.binary_cross_entropy_with_logits(
+        f, torch.zeros_like(f)
     )
     torch.testing.assert_close(L.bce_d_loss(r, f), bce)
     torch.testing.assert_close(L.wgan_d_loss(r, f), (f - r).mean(), rtol=1e-15, atol=0)
@@ -62,7 +64,7 @@ def test_closed_form_slopes_equal_autograd(scores, name):
 def test_qp_matches_method_md_up_to_the_score_sign(scores):
     # METHOD.md: t1 = s_real - s_fake minimized by D (real pushed down). Ours: score -> -score.
     r, f = scores
-    dist = torch.rand(6, dtype=torch.float64) + 0.1
+    dist = torch.rand(6, dtype=torch.float64, device=r.device) + 0.1
     t1 = (-r) - (-f)
     torch.testing.assert_close(L.qp_d_loss(r, f, dist).double(), (t1 + 0.25 * t1**2 / dist).mean(), rtol=1e-6, atol=1e-7)
 
@@ -79,20 +81,20 @@ def test_registered_losses_and_lookup():
         L.get_loss("lsgan-typo")
 
 
-def test_pixel_distance():
-    a, b = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+def test_pixel_distance(device):
+    a, b = torch.zeros(2, 1, 2, 2, device=device), torch.ones(2, 1, 2, 2, device=device)
     b[1] = 3
-    torch.testing.assert_close(L.pixel_distance(a, b), torch.tensor([1.0, 9.0]))
+    torch.testing.assert_close(L.pixel_distance(a, b), torch.tensor([1.0, 9.0], device=device))
     assert L.pixel_distance(a, a).min() > 0  # floored: the QP division stays finite
     with pytest.raises(ValueError, match="x_real and x_fake must have the same shape"):
-        L.pixel_distance(a, torch.zeros(2, 4))
+        L.pixel_distance(a, torch.zeros(2, 4, device=device))
 
 
 @pytest.mark.parametrize("name", ["qp", "hinge", "bce", "wgan"])
-def test_ogan_loss_is_adversarial_plus_correlation(name):
+def test_ogan_loss_is_adversarial_plus_correlation(name, device):
     g = torch.Generator().manual_seed(1)
-    er, ef, z = (torch.randn(5, 8, generator=g) for _ in range(3))
-    xr, xf = torch.randn(5, 3, 4, 4, generator=g), torch.randn(5, 3, 4, 4, generator=g)
+    er, ef, z = (torch.randn(5, 8, generator=g).to(device) for _ in range(3))
+    xr, xf = torch.randn(5, 3, 4, 4, generator=g).to(device), torch.randn(5, 3, 4, 4, generator=g).to(device)
     crit = ogan_plugin.OGANLoss(name, corr_weight=0.5)
     adv = L.get_loss(name)
     dist = L.pixel_distance(xr, xf) if adv.needs_dist else None

@@ -11,6 +11,7 @@ import torch.nn as nn
 import ogan_plugin
 from ogan_plugin import Backend, hookimpl
 from ogan_plugin import losses as L
+from ogan_plugin.registry import BackendUnavailableError
 from ogan_plugin.training import ROUTINGS, single_loss
 
 NZ = 6
@@ -23,8 +24,8 @@ FUNCTIONAL = {
 }
 
 
-def make_pair(batchnorm: bool = False, dropout: float = 0.0, seed: int = 0):
-    """float64 (G, wrapped D) on 1x8x8 images; D is a small conv net."""
+def make_pair(batchnorm: bool = False, dropout: float = 0.0, seed: int = 0, device: str = "cpu"):
+    """float64 (G, wrapped D) on 1x8x8 images, on ``device``; D is a small conv net."""
     torch.manual_seed(seed)
     D = nn.Sequential(
         nn.Conv2d(1, 4, 3, 2, 1),
@@ -35,19 +36,21 @@ def make_pair(batchnorm: bool = False, dropout: float = 0.0, seed: int = 0):
         nn.Linear(64, 1),
     ).double()
     G = nn.Sequential(nn.Linear(NZ, 32), nn.Tanh(), nn.Linear(32, 64), nn.Unflatten(1, (1, 8, 8))).double()
-    Dw = ogan_plugin.wrap(D, NZ)
+    G, Dw = G.to(device), ogan_plugin.wrap(D, NZ).to(device)
     if batchnorm:  # non-trivial running statistics and affine parameters
         with torch.no_grad():
-            Dw.train()(torch.randn(16, 1, 8, 8, dtype=torch.float64) * 2 + 0.5)
+            Dw.train()(torch.randn(16, 1, 8, 8, dtype=torch.float64).to(device) * 2 + 0.5)
             bn = D[1]
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.3, 0.3)
     return G, Dw
 
 
-def batch(n: int = 7, seed: int = 1):
+def batch(n: int = 7, seed: int = 1, device: str = "cpu"):
+    """(x, z) in float64 on ``device``, drawn on the CPU (the same values on every device)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(n, NZ, generator=g, dtype=torch.float64)
+    x, z = torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(n, NZ, generator=g, dtype=torch.float64)
+    return x.to(device), z.to(device)
 
 
 def alternating_reference(G, D, x, z, loss: str, corr_weight: float = 0.5, augment=lambda t: t, corr_weight_g=None):
@@ -85,10 +88,10 @@ def assert_grads_equal(expected, params, rel: float = 1e-5) -> None:
 @pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", sorted(FUNCTIONAL))
-def test_gradients_equal_the_alternating_update(loss, routing, batchnorm):
-    G, D = make_pair(batchnorm)
+def test_gradients_equal_the_alternating_update(loss, routing, batchnorm, device):
+    G, D = make_pair(batchnorm, device=device)
     D.eval()
-    x, z = batch()
+    x, z = batch(device=device)
     grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, loss)
     out = single_loss(G, D, x, z, loss=loss, routing=routing, return_terms=True)
     out.loss.backward()
@@ -103,9 +106,15 @@ def test_gradients_equal_the_alternating_update(loss, routing, batchnorm):
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", ["qp", "bce"])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_generator_corr_weight_gives_the_alternating_update_with_two_weights(loss, routing, backend):
-    G, D = make_pair()
-    x, z = batch()
+def test_generator_corr_weight_gives_the_alternating_update_with_two_weights(loss, routing, backend, device,
+                                                                             triton_device):
+    G, D = make_pair(device=device)
+    x, z = batch(device=device)
+    if backend == "triton" and device != triton_device:
+        # a GPU machine: Triton runs compiled on CUDA tensors only; forced on CPU ones it says so
+        with pytest.raises(BackendUnavailableError, match="backend='triton'.*'cpu'"):
+            single_loss(G, D, x, z, loss=loss, corr_weight=2.5, corr_weight_g=1.0, routing=routing, backend=backend)
+        return
     grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, loss, corr_weight=2.5, corr_weight_g=1.0)
     out = single_loss(G, D, x, z, loss=loss, corr_weight=2.5, corr_weight_g=1.0, routing=routing, backend=backend,
                       return_terms=True)
@@ -131,9 +140,9 @@ def fixed_translate(t):
 
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_augment_gives_the_alternating_update_on_augmented_batches(loss, routing):
-    G, D = make_pair()
-    x, z = batch()
+def test_augment_gives_the_alternating_update_on_augmented_batches(loss, routing, device):
+    G, D = make_pair(device=device)
+    x, z = batch(device=device)
     grads_d, grads_g, loss_d, _ = alternating_reference(G, D, x, z, loss, augment=fixed_translate)
     plain = single_loss(G, D, x, z, loss=loss, routing=routing, return_terms=True)
     out = single_loss(G, D, x, z, loss=loss, routing=routing, augment=fixed_translate, return_terms=True)
@@ -150,12 +159,12 @@ def test_augment_gives_the_alternating_update_on_augmented_batches(loss, routing
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)
-def test_training_mode_batchnorm_with_separate_forwards_is_exact(routing):
+def test_training_mode_batchnorm_with_separate_forwards_is_exact(routing, device):
     # Separate forwards normalise the real and the fake batch with their own statistics,
     # as the alternating loop does, so even training-mode BatchNorm gives equal gradients.
-    G, D = make_pair(batchnorm=True)
+    G, D = make_pair(batchnorm=True, device=device)
     D.train()
-    x, z = batch()
+    x, z = batch(device=device)
     grads_d, grads_g, _, _ = alternating_reference(G, D, x, z, "qp")
     single_loss(G, D, x, z, routing=routing).backward()
     assert_grads_equal(grads_d, D.parameters())
@@ -210,10 +219,10 @@ def test_split_is_exact_with_dropout_and_three_forward_warns():
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)
-def test_gradient_is_linear_in_the_incoming_scale(routing):
+def test_gradient_is_linear_in_the_incoming_scale(routing, device):
     # GradScaler multiplies the loss; accumulation divides it: both must scale every gradient.
-    G, D = make_pair()
-    x, z = batch()
+    G, D = make_pair(device=device)
+    x, z = batch(device=device)
     single_loss(G, D, x, z, routing=routing).backward()
     ref = [p.grad.clone() for p in [*G.parameters(), *D.parameters()]]
     G.zero_grad(), D.zero_grad()
@@ -222,11 +231,11 @@ def test_gradient_is_linear_in_the_incoming_scale(routing):
         torch.testing.assert_close(p.grad, -2.5 * r)
 
 
-def test_autograd_grad_and_rho_terms():
+def test_autograd_grad_and_rho_terms(device):
     # torch.autograd.grad (not only .backward()) sees every parameter; rho is E(G(z))'s correlation.
-    G, D = make_pair()
+    G, D = make_pair(device=device)
     D.eval()
-    x, z = batch()
+    x, z = batch(device=device)
     grads_d, grads_g, _, _ = alternating_reference(G, D, x, z, "hinge")
     out = single_loss(G, D, x, z, "hinge", return_terms=True)
     got = torch.autograd.grad(out.loss, [*D.parameters(), *G.parameters()])
@@ -260,14 +269,23 @@ def test_objective_comes_from_the_registry():
         reg.unregister(name="spy-objective")
 
 
-def test_dcgan_style_noise_shape_is_accepted():
+def test_dcgan_style_noise_shape_is_accepted(device):
+    """z of shape (B, z_dim, 1, 1) gives the alternating update of the same generator fed flat z."""
     torch.manual_seed(0)
-    G = nn.Sequential(nn.ConvTranspose2d(NZ, 1, 8), nn.Tanh()).double()
-    D = ogan_plugin.wrap(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 1, 4)).double(), NZ)
-    x, z = batch()
-    loss = single_loss(G, D, x, z.view(-1, NZ, 1, 1))
-    loss.backward()
-    assert all(p.grad is not None for p in [*G.parameters(), *D.parameters()])
+    G = nn.Sequential(nn.ConvTranspose2d(NZ, 1, 8), nn.Tanh()).double().to(device)
+    D = ogan_plugin.wrap(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 1, 4)).double(), NZ).to(device)
+    x, z = batch(device=device)
+    G_flat = nn.Sequential(nn.Unflatten(1, (NZ, 1, 1)), G)  # the same generator (same parameters), flat z
+    grads_d, grads_g, loss_d, loss_g = alternating_reference(G_flat, D, x, z, "qp")
+    out = single_loss(G, D, x, z.view(-1, NZ, 1, 1), return_terms=True)
+    out.loss.backward()
+    assert_grads_equal(grads_d, D.parameters())
+    assert_grads_equal(grads_g, G.parameters())
+    torch.testing.assert_close(out.loss_d.double(), loss_d.double(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out.loss_g.double(), loss_g.double(), rtol=1e-6, atol=1e-7)
+    flat = single_loss(G_flat, D, x, z, return_terms=True)  # the flat-z run: the very same numbers
+    for name in ("loss", "loss_d", "loss_g", "rho", "x_fake"):
+        assert torch.equal(getattr(out, name), getattr(flat, name)), name
 
 
 # --- bad inputs ----------------------------------------------------------------------------
@@ -311,14 +329,11 @@ def test_split_frees_its_forward_after_one_backward_and_respects_frozen_paramete
 
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_fused_triton_objective_routes_like_the_reference(loss, routing):
+def test_fused_triton_objective_routes_like_the_reference(loss, routing, triton_device):
     # Triton's interpreter on CPU-only machines (tests/conftest.py sets TRITON_INTERPRET), CUDA otherwise
-    import os
-
-    device = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
-    G, D = make_pair(batchnorm=True)
-    G.float().to(device), D.float().to(device).eval()
-    x, z = (t.float().to(device) for t in batch())
+    G, D = make_pair(batchnorm=True, device=triton_device)
+    G.float(), D.float().eval()
+    x, z = (t.float() for t in batch(device=triton_device))
     results = []
     for backend in ("reference", "triton"):
         G.zero_grad(), D.zero_grad()

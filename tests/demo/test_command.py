@@ -68,8 +68,15 @@ def _weights(path):
     return ck
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["--steps", "8", "--checkpoint-every", "100", "--ema-decay", "0.9", *FAST]
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch, device):
+    """Exactly on the CPU.  On CUDA the resumed run matches to rounding only: some GPU kernels
+    (cuDNN's, atomics) do not give the same bits run after run, resumed or not."""
+    args = ["--steps", "8", "--checkpoint-every", "100", "--ema-decay", "0.9", "--device", device, *FAST]
+    if device == "cpu":
+        same = torch.equal
+    else:
+        def same(a, b):
+            return torch.allclose(a, b, rtol=1e-3, atol=1e-5)
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli.main(["demo", "--out", str(full), *args]) == 0
 
@@ -93,12 +100,19 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     assert a["step"] == b["step"] == 8
     for part in ("generator", "discriminator"):
         for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+            assert same(a[part][k], b[part][k]), f"{part}.{k}"
     for k, v in a["trainer"]["ema"]["module"].items():
-        assert torch.equal(v, b["trainer"]["ema"]["module"][k]), f"ema.{k}"
-    assert a["history"] == b["history"]
+        assert same(v, b["trainer"]["ema"]["module"][k]), f"ema.{k}"
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
-    assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
+    if device == "cpu":
+        assert a["history"] == b["history"]
+        assert ma["mean_rho"] == mb["mean_rho"] and ma["reconstruction_mse"] == mb["reconstruction_mse"]
+    else:
+        assert a["history"].keys() == b["history"].keys()
+        for k in a["history"]:
+            assert np.allclose(a["history"][k], b["history"][k], rtol=1e-3, atol=1e-5), k
+        assert math.isclose(ma["mean_rho"], mb["mean_rho"], rel_tol=1e-3, abs_tol=1e-4)
+        assert math.isclose(ma["reconstruction_mse"], mb["reconstruction_mse"], rel_tol=1e-3, abs_tol=1e-5)
 
 
 def _fails(capsys, *argv: str) -> str:
@@ -199,3 +213,29 @@ def test_unlabelled_array_data_runs(tmp_path):
 def test_format_table_has_both_columns():
     text = demo.format_table({"mean_rho": 0.5, "sample_confidence": 0.9, "plain": {"sample_confidence": 0.8}})
     assert "0.500" in text and "0.900" in text and "0.800" in text and "plain GAN" in text
+
+
+@pytest.mark.gpu
+def test_quick_run_on_cuda_from_the_command_line(tmp_path):
+    """``ogan-plugin demo --steps 50 --device cuda``, the installed command as a user runs it:
+    trains on the GPU (metrics.json says so), writes every file, finite metrics."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("ogan-plugin")  # the console script of this Python
+    exe = str(beside) if beside.is_file() else shutil.which("ogan-plugin")
+    assert exe, "no ogan-plugin command beside this Python or on PATH (pip install -e . first)"
+    res = subprocess.run([exe, "demo", "--steps", "50", "--device", "cuda", "--out", "tmp", "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = tmp_path / "tmp"
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "training.png", "metrics.json",
+                 "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 50 and m["device"].startswith("cuda"), m.get("device")
+    assert "device cuda" in res.stdout
+    for where, v in _finite_numbers(m):
+        assert math.isfinite(v), where

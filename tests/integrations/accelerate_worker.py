@@ -1,6 +1,10 @@
 """One rank of the HF Accelerate check run by test_accelerate.py (a script, not a test module).
 
-Usage: torchrun --nproc_per_node 2 accelerate_worker.py OUT_DIR
+Usage: torchrun --nproc_per_node 2 accelerate_worker.py OUT_DIR [cpu|cuda]
+
+``cpu`` (the default): CPU processes, gloo (the test hides any GPU from them, so Accelerate
+cannot pick NCCL); ``cuda``: one process per GPU, NCCL, the networks and batches on each
+rank's GPU.
 
 Each rank builds the networks, wraps D, hands them to ``accelerator.prepare`` (which puts
 both under DistributedDataParallel in a multi-process run), takes its slice of a fixed
@@ -74,9 +78,10 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def run(config: tuple, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, accelerator=None) -> dict[str, torch.Tensor]:
     """Gradients of one ``single_loss`` backward, or the parameters after one
-    ``SingleLossStep``, with the modules prepared by ``accelerator`` (None: plain)."""
+    ``SingleLossStep``, with the modules prepared by ``accelerator`` (None: plain), on the
+    batch's device; returned on the CPU."""
     _, loss, routing, conditional, step = config
-    G, D = nets(conditional)
+    G, D = (m.to(x.device) for m in nets(conditional))
     opt = torch.optim.SGD([*G.parameters(), *D.parameters()], lr=0.1)
     G_run, D_run = G, D
     if accelerator is not None:
@@ -84,13 +89,13 @@ def run(config: tuple, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, accele
     labels = {"y": y} if conditional else {}
     if step:
         ogan_plugin.SingleLossStep(G_run, D_run, loss=loss, routing=routing, optimizer=opt).step(x, z, **labels)
-        return {f"{k}.{n}": p.detach().clone() for k, m in (("G", G), ("D", D)) for n, p in m.named_parameters()}
+        return {f"{k}.{n}": p.detach().cpu().clone() for k, m in (("G", G), ("D", D)) for n, p in m.named_parameters()}
     out = ogan_plugin.single_loss(G_run, D_run, x, z, loss, routing=routing, **labels)
     if accelerator is not None:
         accelerator.backward(out)
     else:
         out.backward()
-    return {f"{k}.{n}": p.grad.clone() for k, m in (("G", G), ("D", D)) for n, p in m.named_parameters()}
+    return {f"{k}.{n}": p.grad.cpu().clone() for k, m in (("G", G), ("D", D)) for n, p in m.named_parameters()}
 
 
 def main() -> None:
@@ -98,12 +103,15 @@ def main() -> None:
 
     torch.set_num_threads(1)
     out = sys.argv[1]
-    accelerator = Accelerator(cpu=True)
+    device = sys.argv[2] if len(sys.argv) > 2 else "cpu"
+    accelerator = Accelerator(cpu=device == "cpu")
+    assert accelerator.device.type == device, (accelerator.device, device)
     rank, world = accelerator.process_index, accelerator.num_processes
-    x, z, y = batch()
+    x, z, y = (t.to(accelerator.device) for t in batch())
     per = GLOBAL_BATCH // world
     mine = slice(rank * per, (rank + 1) * per)
     result = {c[0]: run(c, x[mine], z[mine], y[mine], accelerator) for c in CONFIGS}
+    result["backend"] = str(torch.distributed.get_backend())
     G, D = nets()
     prepared = accelerator.prepare(D)
     result["prepared_type"] = type(prepared).__name__

@@ -83,16 +83,26 @@ def test_mixed_precision_forward_reaches_decompose(fresh_state) -> None:
     assert any(not torch.equal(a, b.grad) for a, b in zip(got, D32.parameters()))  # it did run in bfloat16
 
 
-def test_two_processes_under_torchrun_equal_one_process_on_the_whole_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_two_processes_under_torchrun_equal_one_process_on_the_whole_batch(backend: str, tmp_path: Path,
+                                                                           need_gpus) -> None:
+    """gloo: two CPU processes, with any GPU hidden from them (an Accelerate that sees CUDA
+    may choose NCCL even for ``cpu=True``, and NCCL needs one GPU per process).  nccl: one
+    process per GPU, which needs two GPUs (skipped, saying so, with fewer)."""
     worker = load_worker()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if backend == "gloo":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        need_gpus(2)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(WORKER), str(tmp_path),
+        "--master_port", str(free_port()), str(WORKER), str(tmp_path), "cpu" if backend == "gloo" else "cuda",
     ]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["backend"] for r in ranks] == [backend] * 2
     assert [r["prepared_type"] for r in ranks] == ["DistributedDataParallel"] * 2  # prepare did wrap in DDP
     assert all("before accelerator.prepare" in r["wrap_after_prepare"] for r in ranks)
     x, z, y = worker.batch()

@@ -118,7 +118,7 @@ def alternating_grads(
     (with ``explicit_weight_g`` in the generator's loss when given)."""
     weight_g = explicit_weight if explicit_weight_g is None else explicit_weight_g
     bce = nn.BCELoss()
-    ones, zeros = torch.ones(len(x), dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
+    ones, zeros = torch.ones(len(x), dtype=x.dtype, device=x.device), torch.zeros(len(x), dtype=x.dtype, device=x.device)
     D.zero_grad()
     G.zero_grad()
     bce(D(x).view(-1), ones).backward()
@@ -138,11 +138,11 @@ def alternating_grads(
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
 
-def test_hook_gradients_equal_the_explicit_correlation_term() -> None:
+def test_hook_gradients_equal_the_explicit_correlation_term(device) -> None:
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ)
+    G, D = G.to(device), ogan_plugin.wrap(D, z_dim=NZ).to(device)
     torch.manual_seed(2)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
     want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=0.3)
     plain_d, plain_g = alternating_grads(G, D, z, x, explicit_weight=0.0)
     with ogan_plugin.attach(D, G, corr_weight=0.3) as hook:
@@ -203,11 +203,11 @@ def conditional_hinge_grads(G, D, z, x, y, explicit_weight: float):
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
 
-def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
+def test_conditional_loop_calling_netD_with_labels_works_unchanged(device) -> None:
     torch.manual_seed(3)
-    G, D = ConditionalG().double(), ogan_plugin.wrap(ProjectionD().double(), z_dim=NZ)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
-    y = torch.randint(0, 3, (10,))
+    G, D = ConditionalG().double().to(device), ogan_plugin.wrap(ProjectionD().double(), z_dim=NZ).to(device)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
+    y = torch.randint(0, 3, (10,)).to(device)
     want_d, want_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.5)
     plain_d, _ = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
     with ogan_plugin.attach(D, G) as hook:
@@ -219,11 +219,11 @@ def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
     assert any((a - b).abs().max() > 1e-6 for a, b in zip(got_d, plain_d))
 
 
-def test_corr_weight_g_weights_the_generator_step_only() -> None:
+def test_corr_weight_g_weights_the_generator_step_only(device) -> None:
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ)
+    G, D = G.to(device), ogan_plugin.wrap(D, z_dim=NZ).to(device)
     torch.manual_seed(2)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(device) for n in (NZ, 12))
     want_d, want_g = alternating_grads(G, D, z, x, explicit_weight=2.0, explicit_weight_g=0.25)
     same_d, same_g = alternating_grads(G, D, z, x, explicit_weight=2.0)
     with ogan_plugin.attach(D, G, corr_weight=2.0, corr_weight_g=0.25) as hook:
@@ -242,10 +242,10 @@ def test_corr_weight_g_weights_the_generator_step_only() -> None:
         ogan_plugin.attach(D, G, corr_weight_g=-1.0)
 
 
-def test_gradscaler_scales_the_term_like_the_loss() -> None:
+def test_gradscaler_scales_the_term_like_the_loss(device) -> None:
     G, D = mlp_pair()
-    G, D = G.float(), ogan_plugin.wrap(D.float(), z_dim=NZ)
-    z, x = torch.randn(8, NZ), torch.randn(8, 12)
+    G, D = G.float().to(device), ogan_plugin.wrap(D.float(), z_dim=NZ).to(device)
+    z, x = torch.randn(8, NZ, device=device), torch.randn(8, 12, device=device)
 
     def d_grads(scaler) -> list[torch.Tensor]:
         D.zero_grad()
@@ -257,7 +257,7 @@ def test_gradscaler_scales_the_term_like_the_loss() -> None:
 
     with ogan_plugin.attach(D, G):
         want = d_grads(None)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**10)
     with ogan_plugin.attach(D, G, scaler=scaler):
         got = d_grads(scaler)
     for a, b in zip(got, want):
@@ -330,26 +330,34 @@ def test_generator_input_of_the_wrong_width_is_named() -> None:
 
 
 # --- DataParallel: the hooks fire through it when it runs the module itself -----------------
+#: where DataParallel runs: the first GPU where torch sees one (it then moves the module
+#: there), else the CPU (no devices: it calls the module itself)
+DP_DEVICE = "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
 def netd_only_grads(netD: nn.Module, G: nn.Module, z: torch.Tensor, x: torch.Tensor):
     """The DCGAN loop's three calls, all through ``netD`` itself (no decompose)."""
     bce, fake, n = nn.BCELoss(), G(z), len(x)
+    ones, zeros = torch.ones(n, dtype=x.dtype, device=x.device), torch.zeros(n, dtype=x.dtype, device=x.device)
     netD.zero_grad()
     G.zero_grad()
-    loss_d = bce(netD(x).view(-1), torch.ones(n, dtype=x.dtype)) + bce(netD(fake.detach()).view(-1), torch.zeros(n, dtype=x.dtype))
+    loss_d = bce(netD(x).view(-1), ones) + bce(netD(fake.detach()).view(-1), zeros)
     loss_d.backward()
     d_grads = [p.grad.clone() for p in netD.parameters()]
     netD.zero_grad()
-    bce(netD(fake).view(-1), torch.ones(n, dtype=x.dtype)).backward()
+    bce(netD(fake).view(-1), ones).backward()
     return d_grads, [p.grad.clone() for p in G.parameters()]
 
 
 def test_hook_mode_works_through_dataparallel_on_one_device() -> None:
     G, D = mlp_pair()
-    W = ogan_plugin.wrap(D, z_dim=NZ)
+    G, W = G.to(DP_DEVICE), ogan_plugin.wrap(D, z_dim=NZ).to(DP_DEVICE)
     torch.manual_seed(2)
-    z, x = torch.randn(10, NZ, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    z, x = (torch.randn(10, n, dtype=torch.float64).to(DP_DEVICE) for n in (NZ, 12))
     want_d, want_g = alternating_grads(G, W, z, x, explicit_weight=0.3)
-    netD = nn.DataParallel(W)  # on a CPU-only machine: no devices, it calls W itself (as on one GPU)
+    # on a CPU-only machine: no devices, it calls W itself; on a GPU machine one device (the
+    # first), which it also runs W on directly
+    netD = nn.DataParallel(W, device_ids=[0] if DP_DEVICE != "cpu" else None)
     assert len(netD.device_ids) <= 1
     with ogan_plugin.attach(netD, G, corr_weight=0.3) as hook:
         assert OGANHook.of(netD) is hook is OGANHook.of(W)  # the hook lives on the wrapped D inside
@@ -363,7 +371,7 @@ def test_hook_mode_refuses_dataparallel_over_several_gpus_and_warns_on_replicas(
     import warnings
 
     G, D = mlp_pair()
-    W = ogan_plugin.wrap(D, z_dim=NZ)
+    G, W = G.to(DP_DEVICE), ogan_plugin.wrap(D, z_dim=NZ).to(DP_DEVICE)
     several = nn.DataParallel(W)
     several.device_ids = [0, 1]  # what DataParallel holds on a 2-GPU machine
     with pytest.raises(ValueError, match="discriminator: DataParallel over 2 GPUs runs replicas"):
@@ -372,7 +380,7 @@ def test_hook_mode_refuses_dataparallel_over_several_gpus_and_warns_on_replicas(
     # hooks, which ignore them (another device, a slice of the batch) and say so once
     hook = ogan_plugin.attach(W, G)
     replica = W.discriminator._replicate_for_data_parallel()  # what DataParallel runs per GPU
-    x = torch.randn(4, 12, dtype=torch.float64)
+    x = torch.randn(4, 12, dtype=torch.float64, device=DP_DEVICE)
     with pytest.warns(RuntimeWarning, match="a DataParallel replica of a hooked network ran"):
         replica(x)
     with warnings.catch_warnings():

@@ -6,7 +6,8 @@ Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors.
 imports it through ``torch._dynamo``): ``tests/conftest.py``, which pytest loads first, sets
 it on machines without CUDA; the line below only covers running this folder's files with
 that conftest out of the way.  With a GPU and no ``TRITON_INTERPRET`` in the environment
-the same tests run the compiled kernels on CUDA tensors.
+the same tests run the compiled kernels on CUDA tensors: the ``triton_device`` fixture
+(tests/conftest.py) says which.
 """
 
 from __future__ import annotations
@@ -24,15 +25,6 @@ if not torch.cuda.is_available():
 
 from ogan_plugin.kernels import pearson as pearson_mod  # noqa: E402
 from ogan_plugin.kernels import single_loss as single_loss_mod  # noqa: E402
-
-#: where the kernels run in these tests
-DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
-
-
-@pytest.fixture
-def device() -> str:
-    return DEVICE
-
 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:

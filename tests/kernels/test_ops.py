@@ -21,22 +21,26 @@ OPS = ("pearson", "correlation_loss", "ogan_objective")
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
-def test_operators_pass_opcheck(layout):
+def test_operators_pass_opcheck(layout, device):
     """opcheck (schema, fake/real agreement including strides, autograd registration), also
-    with transposed inputs: the real outputs are contiguous, as the fakes declare."""
+    with transposed inputs: the real outputs are contiguous, as the fakes declare.  On CUDA
+    the operators run the Triton kernels, on the CPU the reference."""
 
     def x(*shape, grad=False):
-        t = torch.randn(*shape) if layout == "contiguous" else torch.randn(*reversed(shape)).t()
+        t = torch.randn(*shape, device=device) if layout == "contiguous" else torch.randn(*reversed(shape), device=device).t()
         return t.requires_grad_(grad)
+
+    def r(*shape):
+        return torch.randn(*shape, device=device)
 
     z, e = x(4, 6), x(4, 6, grad=True)
     assert z.is_contiguous() == (layout == "contiguous")
     cases = [
         (torch.ops.ogan_plugin.pearson.default, (z, e, 1e-6)),
         (torch.ops.ogan_plugin.correlation_loss.default, (x(4, 6, grad=True), e, 0.5, 1e-6)),
-        (torch.ops.ogan_plugin.pearson_backward.default, (torch.randn(4), z.detach(), e.detach(), 1e-6, 2.0, False, True)),
-        (torch.ops.ogan_plugin.pearson_backward.default, (torch.randn(4), z.detach(), e.detach(), 1e-6, 2.0, True, True)),
-        (torch.ops.ogan_plugin.ogan_objective.default, (x(4, 6), x(4, 6), x(4, 6), torch.rand(4) + 0.1, "qp", 0.5, 1.5, 1e-6)),
+        (torch.ops.ogan_plugin.pearson_backward.default, (r(4), z.detach(), e.detach(), 1e-6, 2.0, False, True)),
+        (torch.ops.ogan_plugin.pearson_backward.default, (r(4), z.detach(), e.detach(), 1e-6, 2.0, True, True)),
+        (torch.ops.ogan_plugin.ogan_objective.default, (x(4, 6), x(4, 6), x(4, 6), r(4).abs() + 0.1, "qp", 0.5, 1.5, 1e-6)),
         (torch.ops.ogan_plugin.ogan_objective.default, (x(4, 6), x(4, 6), x(4, 6), None, "hinge", 0.5, 0.0, 1e-6)),
     ]
     for op, args in cases:
@@ -44,7 +48,7 @@ def test_operators_pass_opcheck(layout):
         assert set(result.values()) == {"SUCCESS"}, (op, result)
     for t in torch.ops.ogan_plugin.ogan_objective(x(4, 6), x(4, 6), x(4, 6), None, "hinge", 0.5, 0.0, 1e-6):
         assert t.is_contiguous()
-    for t in torch.ops.ogan_plugin.pearson_backward(torch.randn(4), z.detach(), e.detach(), 1e-6, 1.0, True, True):
+    for t in torch.ops.ogan_plugin.pearson_backward(r(4), z.detach(), e.detach(), 1e-6, 1.0, True, True):
         assert t.is_contiguous()
 
 
@@ -73,19 +77,25 @@ def _step(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("backend", [None, "triton"])
-def test_torch_compile_traces_without_graph_break(backend, monkeypatch):
-    """Automatic choice (the reference on CPU), and the triton backend's function, which under
-    torch.compile traces the ``ogan_plugin::correlation_loss`` operator (as on CUDA)."""
+def test_torch_compile_traces_without_graph_break(backend, device, triton_device, monkeypatch):
+    """Automatic choice (the reference on CPU, Triton on CUDA), and the triton backend's
+    function, which under torch.compile traces the ``ogan_plugin::correlation_loss``
+    operator.  Forced on a device it cannot serve (CPU tensors on a GPU machine, where
+    Triton is compiled for CUDA, not interpreted) it raises, naming the backend and device."""
     torch._dynamo.reset()
     if backend is not None:
         monkeypatch.setenv(ENV_BACKEND, backend)
     fn = _step
     from torch._dynamo.testing import CompileCounterWithBackend
 
+    if backend == "triton" and device != triton_device:
+        with pytest.raises(BackendUnavailableError, match="backend='triton'.*'cpu'"):
+            fn(torch.randn(6, 8, device=device), torch.randn(6, 8, device=device))
+        return
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(fn, fullgraph=True, backend=counter)  # fullgraph: a break raises
-    z = torch.randn(6, 8)
-    e1 = torch.randn(6, 8, requires_grad=True)
+    z = torch.randn(6, 8, device=device)
+    e1 = torch.randn(6, 8, device=device, requires_grad=True)
     e2 = e1.detach().clone().requires_grad_(True)
     loss = compiled(z, e1)
     loss.backward()
@@ -96,7 +106,7 @@ def test_torch_compile_traces_without_graph_break(backend, monkeypatch):
     torch.testing.assert_close(e1.grad, e2.grad)
     assert counter.frame_count == 1
     graph = str(counter.graphs[0].code)
-    assert ("ogan_plugin.correlation_loss" in graph) == (backend == "triton"), graph
+    assert ("ogan_plugin.correlation_loss" in graph) == (backend == "triton" or device == "cuda"), graph
     torch._dynamo.reset()
 
 
@@ -262,7 +272,7 @@ def test_a_probe_skipped_during_graph_capture_is_not_remembered(monkeypatch):
     assert reg.resolve("pearson", "cuda").name == "reference" and len(calls) == 1
 
 
-def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, device):
+def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, triton_device):
     """Triton launches on the current device and its current stream: every launcher enters
     the guard for its tensors' device before it allocates the ticket and launches."""
     events = []
@@ -309,12 +319,12 @@ def test_launches_run_under_a_guard_for_the_tensors_device(monkeypatch, device):
         return real_ticket(dev)
 
     monkeypatch.setattr(P, "_ticket", ticket)
-    z, e = torch.randn(3, 5, device=device), torch.randn(3, 5, device=device)
+    z, e = torch.randn(3, 5, device=triton_device), torch.randn(3, 5, device=triton_device)
     dev = z.device
     P.pearson_forward(z, e)
     P.pearson_forward(z, e, loss_weight=0.5)
-    P.pearson_backward(torch.ones(3, device=device), z, e)
-    S.ogan_objective_forward(e, e, z, torch.ones(3, device=device), "qp", 0.5, 0.5, P.EPS)
+    P.pearson_backward(torch.ones(3, device=triton_device), z, e)
+    S.ogan_objective_forward(e, e, z, torch.ones(3, device=triton_device), "qp", 0.5, 0.5, P.EPS)
     assert events == [
         ("enter", dev), ("ticket", dev), ("launch", "fwd"), ("exit", dev),
         ("enter", dev), ("ticket", dev), ("launch", "fwd"), ("exit", dev),

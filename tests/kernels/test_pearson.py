@@ -56,8 +56,8 @@ def _run(z, e, backend="triton", grad=None, check_finite=True):
 
 @pytest.mark.parametrize("n", N_SIZES)
 @pytest.mark.parametrize("B", B_SIZES)
-def test_pearson_forward_backward_matches_float64(B, n, device, check):
-    z, e = (t.to(device) for t in _data(B, n, seed=B * 10000 + n))
+def test_pearson_forward_backward_matches_float64(B, n, triton_device, check):
+    z, e = (t.to(triton_device) for t in _data(B, n, seed=B * 10000 + n))
     rho, gz, ge, grad = _run(z, e)
     assert rho.dtype == torch.float32 and gz.dtype == ge.dtype == torch.float32
     r, rgz, rge, sz, se = _reference(z, e, grad)
@@ -68,8 +68,8 @@ def test_pearson_forward_backward_matches_float64(B, n, device, check):
 
 @pytest.mark.parametrize("n", N_SIZES)
 @pytest.mark.parametrize("B", B_SIZES)
-def test_correlation_loss_matches_float64(B, n, device, check):
-    z, e = (t.to(device) for t in _data(B, n, seed=7 + B * 10000 + n))
+def test_correlation_loss_matches_float64(B, n, triton_device, check):
+    z, e = (t.to(triton_device) for t in _data(B, n, seed=7 + B * 10000 + n))
     z.requires_grad_(True)
     e.requires_grad_(True)
     loss = ogan_plugin.correlation_loss(z, e, 0.7, backend="triton")
@@ -83,10 +83,10 @@ def test_correlation_loss_matches_float64(B, n, device, check):
 
 
 @pytest.mark.parametrize("n,max_block", [(1000, 256), (4096, 1024), (17, 4), (5000, P.MAX_BLOCK)])
-def test_rows_longer_than_a_block_use_the_chunked_loop(n, max_block, device, check, monkeypatch):
+def test_rows_longer_than_a_block_use_the_chunked_loop(n, max_block, triton_device, check, monkeypatch):
     assert not P.launch_config(7, n, max_block)["ONE_BLOCK"]
     monkeypatch.setattr(P, "MAX_BLOCK", max_block)
-    z, e = (t.to(device) for t in _data(7, n, seed=n))
+    z, e = (t.to(triton_device) for t in _data(7, n, seed=n))
     rho, gz, ge, grad = _run(z, e)
     r, rgz, rge, sz, se = _reference(z, e, grad)
     check(rho, r, 1e-5, 1.0, "rho")
@@ -99,10 +99,10 @@ def test_rows_longer_than_a_block_use_the_chunked_loop(n, max_block, device, che
 
 @pytest.mark.parametrize("dtype,grad_rtol", [(torch.float16, 1e-3), (torch.bfloat16, 8e-3)])
 @pytest.mark.parametrize("n", (17, 1000))
-def test_half_precision_inputs_accumulate_in_float32(dtype, grad_rtol, n, device, check):
+def test_half_precision_inputs_accumulate_in_float32(dtype, grad_rtol, n, triton_device, check):
     z, e = _data(7, n, seed=3)
     for zt, et in ((z.to(dtype), e.to(dtype)), (z, e.to(dtype))):  # both half, and mixed
-        zt, et = zt.to(device), et.to(device)
+        zt, et = zt.to(triton_device), et.to(triton_device)
         rho, gz, ge, grad = _run(zt, et)
         assert rho.dtype == torch.float32 and gz.dtype == zt.dtype and ge.dtype == dtype
         r, rgz, rge, sz, se = _reference(zt, et, grad)
@@ -114,7 +114,7 @@ def test_half_precision_inputs_accumulate_in_float32(dtype, grad_rtol, n, device
 
 
 @pytest.mark.parametrize("max_block", [None, 256])
-def test_near_constant_and_large_magnitude_rows(max_block, device, check, monkeypatch):
+def test_near_constant_and_large_magnitude_rows(max_block, triton_device, check, monkeypatch):
     if max_block:
         monkeypatch.setattr(P, "MAX_BLOCK", max_block)
     g = torch.Generator().manual_seed(5)
@@ -131,7 +131,7 @@ def test_near_constant_and_large_magnitude_rows(max_block, device, check, monkey
         ]
     )
     z[1] = 2e20 * z[1] + 1e30  # a large-magnitude z row too
-    z, e = z.to(device), e.to(device)
+    z, e = z.to(triton_device), e.to(triton_device)
     rho, gz, ge, grad = _run(z, e)
     r, rgz, rge, sz, se = _reference(z, e, grad)
     check(rho, r, 1e-5, 1.0, "rho")
@@ -149,9 +149,9 @@ def test_near_constant_and_large_magnitude_rows(max_block, device, check, monkey
     assert (P.pearson_reference(z.cpu(), e.cpu())[0].double() - r[0]).abs() > 5 * bound
 
 
-def test_constant_and_zero_rows_give_rho_zero_and_finite_gradients(device, check):
-    z = torch.randn(3, 17).to(device)
-    e = torch.stack([torch.full((17,), 3.25), torch.zeros(17), torch.randn(17)]).to(device)
+def test_constant_and_zero_rows_give_rho_zero_and_finite_gradients(triton_device, check):
+    z = torch.randn(3, 17).to(triton_device)
+    e = torch.stack([torch.full((17,), 3.25), torch.zeros(17), torch.randn(17)]).to(triton_device)
     rho, gz, ge, grad = _run(z, e)
     assert rho[0].item() == 0.0 and rho[1].item() == 0.0
     r, rgz, rge, sz, se = _reference(z, e, grad)
@@ -159,12 +159,12 @@ def test_constant_and_zero_rows_give_rho_zero_and_finite_gradients(device, check
     check(ge, rge, 1e-5, se, "grad e")  # u / eps on the constant rows: large, finite, exact
 
 
-def test_non_contiguous_inputs_are_read_in_place(device, check, count_launches):
+def test_non_contiguous_inputs_are_read_in_place(triton_device, check, count_launches):
     g = torch.Generator().manual_seed(11)
-    z = torch.randn(40, 9, generator=g).to(device).t()  # (9, 40), strides (1, 9)
-    e = torch.randn(9, 80, generator=g).to(device)[:, ::2]  # (9, 40), strides (80, 2)
+    z = torch.randn(40, 9, generator=g).to(triton_device).t()  # (9, 40), strides (1, 9)
+    e = torch.randn(9, 80, generator=g).to(triton_device)[:, ::2]  # (9, 40), strides (80, 2)
     assert not z.is_contiguous() and not e.is_contiguous()
-    grad = torch.randn(9).to(device)
+    grad = torch.randn(9).to(triton_device)
     with count_launches() as c:
         rho, gz, ge, grad = _run(z, e, grad=grad, check_finite=False)
     assert c.torch_ops == [] and len(c.triton) == 2, (c.triton, c.torch_ops)  # no .contiguous() copies
@@ -174,12 +174,12 @@ def test_non_contiguous_inputs_are_read_in_place(device, check, count_launches):
     check(ge, rge, 1e-5, se, "grad e")
 
 
-def test_launch_budget_one_forward_one_backward(device, count_launches):
-    z = torch.randn(7, 33, device=device)
-    e = torch.randn(7, 33, device=device, requires_grad=True)
+def test_launch_budget_one_forward_one_backward(triton_device, count_launches):
+    z = torch.randn(7, 33, device=triton_device)
+    e = torch.randn(7, 33, device=triton_device, requires_grad=True)
     ogan_plugin.correlation_loss(z, e, backend="triton")  # first call allocates the cached ticket
-    grad_rho = torch.ones(7, device=device)
-    grad_loss = torch.ones((), device=device)
+    grad_rho = torch.ones(7, device=triton_device)
+    grad_loss = torch.ones((), device=triton_device)
     with count_launches() as c:
         rho = ogan_plugin.pearson_correlation(z, e, backend="triton", check_finite=False)
         assert c.triton == ["_pearson_fwd_kernel"]
@@ -192,17 +192,17 @@ def test_launch_budget_one_forward_one_backward(device, count_launches):
     assert c.triton == ["_pearson_fwd_kernel", "_pearson_bwd_kernel"] and c.torch_ops == [], (c.triton, c.torch_ops)
 
 
-def test_only_requested_gradients_are_computed(device):
-    z = torch.randn(4, 9, device=device)
-    e = torch.randn(4, 9, device=device, requires_grad=True)
+def test_only_requested_gradients_are_computed(triton_device):
+    z = torch.randn(4, 9, device=triton_device)
+    e = torch.randn(4, 9, device=triton_device, requires_grad=True)
     ogan_plugin.correlation_loss(z, e, backend="triton").backward()
     assert z.grad is None and e.grad is not None and torch.isfinite(e.grad).all()
-    gz, ge = P.pearson_backward(torch.ones(4, device=device), z, e, need_z=False)
+    gz, ge = P.pearson_backward(torch.ones(4, device=triton_device), z, e, need_z=False)
     assert gz is None and ge is not None
 
 
-def test_loss_is_deterministic_and_the_ticket_is_reset(device):
-    z, e = (t.to(device) for t in _data(64, 1000, seed=2))
+def test_loss_is_deterministic_and_the_ticket_is_reset(triton_device):
+    z, e = (t.to(triton_device) for t in _data(64, 1000, seed=2))
     assert P.launch_config(64, 1000, 256)["grid"] == 8  # eight programs add their partial sums
     first = P.pearson_forward(z, e, loss_weight=0.5, max_block=256)
     for _ in range(2):
@@ -210,9 +210,9 @@ def test_loss_is_deterministic_and_the_ticket_is_reset(device):
     assert P._ticket(z.device).item() == 0
 
 
-def test_float64_inputs_use_the_float64_reference(device):
+def test_float64_inputs_use_the_float64_reference(triton_device):
     z, e = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
-    rho = ogan_plugin.pearson_correlation(z.to(device), e.to(device), backend="triton")
+    rho = ogan_plugin.pearson_correlation(z.to(triton_device), e.to(triton_device), backend="triton")
     assert rho.dtype == torch.float64
     # On a GPU the float64 reference runs there, with CUDA's summation order: |rho| <= 1 and
     # each sum has n = 6 terms of size <= 1, so two orders differ by at most ~2 * 6 ulp per
@@ -220,22 +220,22 @@ def test_float64_inputs_use_the_float64_reference(device):
     torch.testing.assert_close(rho.cpu(), P.pearson_reference(z, e), rtol=0, atol=64 * 6 * torch.finfo(torch.float64).eps)
 
 
-def test_environment_variable_selects_triton(device, monkeypatch, count_launches):
+def test_environment_variable_selects_triton(triton_device, monkeypatch, count_launches):
     monkeypatch.setenv("OGAN_PLUGIN_BACKEND", "triton")
-    z, e = torch.randn(3, 6, device=device), torch.randn(3, 6, device=device)
+    z, e = torch.randn(3, 6, device=triton_device), torch.randn(3, 6, device=triton_device)
     with count_launches() as c:
         rho = ogan_plugin.pearson_correlation(z, e)
     assert c.triton == ["_pearson_fwd_kernel"]
     torch.testing.assert_close(rho, P.pearson_reference(z, e), rtol=1e-5, atol=1e-6)
 
 
-def test_column_offsets_beyond_int32_are_read_correctly(device, check):
+def test_column_offsets_beyond_int32_are_read_correctly(triton_device, check):
     """A column-strided view whose last column lies 2**31 elements past its first: the kernels'
     column offsets are 64-bit (a 32-bit ``cols * stride_n`` would wrap and read elsewhere).
     The 4 GiB float16 buffer is only reserved, never filled: 24 elements are written."""
     stride_n = 2**30
     try:
-        buf = torch.empty(2 * stride_n + 8, dtype=torch.float16, device=device)
+        buf = torch.empty(2 * stride_n + 8, dtype=torch.float16, device=triton_device)
     except (RuntimeError, MemoryError) as exc:  # an address space too small for 4 GiB
         pytest.skip(f"cannot reserve a 4 GiB buffer here: {exc}")
     z = buf.as_strided((4, 3), (1, stride_n), 0)
@@ -245,7 +245,7 @@ def test_column_offsets_beyond_int32_are_read_correctly(device, check):
     with torch.no_grad():
         z.copy_(torch.randn(4, 3, generator=g))
         e.copy_(torch.randn(4, 3, generator=g))
-    grad = torch.randn(4, generator=g).to(device)
+    grad = torch.randn(4, generator=g).to(triton_device)
     rho, gz, ge, _ = _run(z, e, grad=grad)
     r, rgz, rge, sz, se = _reference(z.contiguous(), e.contiguous(), grad)
     check(rho, r, 1e-5, 1.0, "rho")

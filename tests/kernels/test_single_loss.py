@@ -62,39 +62,40 @@ def _autograd_gradients(e_real, e_fake, z, dist, loss, w, wg):
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
 @pytest.mark.parametrize("B,n", CASES)
-def test_fused_objective_matches_float64_reference(loss, B, n, device, check):
+def test_fused_objective_matches_float64_reference(loss, B, n, triton_device, check):
     e_real, e_fake, z, dist = _inputs(B, n, seed=B * 1000 + n, loss=loss)
-    fn = get_registry().resolve("ogan_objective", device, backend="triton").fn
-    out = fn(e_real.to(device), e_fake.to(device), z.to(device), dist.to(device), loss, 0.5, 1.5, P.EPS)
+    fn = get_registry().resolve("ogan_objective", triton_device, backend="triton").fn
+    out = fn(e_real.to(triton_device), e_fake.to(triton_device), z.to(triton_device), dist.to(triton_device), loss, 0.5, 1.5, P.EPS)
     assert [t.dtype for t in out] == [torch.float32] * 7
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.5, 1.5, P.EPS)
     _compare(out, ref, check, 1e-5, _natural(e_fake, B), 1e-5)
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_chunked_rows_and_non_contiguous_inputs(loss, device, check, monkeypatch):
+def test_chunked_rows_and_non_contiguous_inputs(loss, triton_device, check, monkeypatch):
     monkeypatch.setattr(P, "MAX_BLOCK", 256)
     e_real, e_fake, z, dist = _inputs(7, 1000, seed=3, loss=loss)
-    nc = lambda t: t.t().contiguous().t().to(device)  # noqa: E731 - same values, column-major
-    args = (nc(e_real), nc(e_fake), nc(z), torch.stack([dist, dist], 1)[:, 0].to(device))
+    # the views are made on the device: .to(device) of a strided CPU view copies it contiguous
+    nc = lambda t: t.to(triton_device).t().contiguous().t()  # noqa: E731 - same values, column-major
+    args = (nc(e_real), nc(e_fake), nc(z), torch.stack([dist, dist], 1).to(triton_device)[:, 0])
     assert not any(t.is_contiguous() for t in args)
     out = S.ogan_objective_triton(*args, loss, 0.3, 0.8, P.EPS)
     ref = S.ogan_objective_reference(e_real.double(), e_fake.double(), z.double(), dist.double(), loss, 0.3, 0.8, P.EPS)
     _compare(out, ref, check, 1e-5, _natural(e_fake, 7), 1e-5)
 
 
-def test_bfloat16_encodings(device, check):
+def test_bfloat16_encodings(triton_device, check):
     e_real, e_fake, z, dist = _inputs(7, 128, seed=9, loss="qp")
     er, ef = e_real.bfloat16(), e_fake.bfloat16()
-    out = S.ogan_objective_triton(er.to(device), ef.to(device), z.to(device), dist.to(device), "qp", 0.5, 1.5, P.EPS)
+    out = S.ogan_objective_triton(er.to(triton_device), ef.to(triton_device), z.to(triton_device), dist.to(triton_device), "qp", 0.5, 1.5, P.EPS)
     assert out.corr.dtype == torch.bfloat16
     assert out.loss_d.dtype == out.rho.dtype == out.slope_fake_d.dtype == torch.float32
     ref = S.ogan_objective_reference(er.double(), ef.double(), z.double(), dist.double(), "qp", 0.5, 1.5, P.EPS)
     _compare(out, ref, check, 1e-5, _natural(ef, 7), 8e-3)
 
 
-def test_one_launch_and_no_other_work(device, count_launches):
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(7, 33, seed=1, loss="qp"))
+def test_one_launch_and_no_other_work(triton_device, count_launches):
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(7, 33, seed=1, loss="qp"))
     S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, 1.5, P.EPS)  # allocates the cached ticket
     for loss in ("qp", "hinge"):
         with count_launches() as c:
@@ -102,8 +103,8 @@ def test_one_launch_and_no_other_work(device, count_launches):
         assert c.triton == ["_objective_kernel"] and c.torch_ops == [], (c.triton, c.torch_ops)
 
 
-def test_other_losses_and_float64_use_the_reference(device, count_launches):
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(5, 9, seed=2, loss="qp"))
+def test_other_losses_and_float64_use_the_reference(triton_device, count_launches):
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(5, 9, seed=2, loss="qp"))
     for loss in ("bce", "wgan"):
         with count_launches() as c:
             out = S.ogan_objective_triton(e_real, e_fake, z, None, loss, 0.5, 1.5, P.EPS)
@@ -115,11 +116,11 @@ def test_other_losses_and_float64_use_the_reference(device, count_launches):
         S.ogan_objective_triton(e_real, e_fake, z, None, "qp", 0.5, 1.5, P.EPS)
 
 
-def test_gradient_streams_route_as_documented(device):
+def test_gradient_streams_route_as_documented(triton_device):
     """The parts: corr is zero-mean per row (the code's part), the slopes carry the scores'
     part; with one weight the two fake streams differ by their adversarial slopes only."""
     B, n = 6, 10
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=4, loss="qp"))
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(B, n, seed=4, loss="qp"))
     out = S.ogan_objective_triton(e_real, e_fake, z, dist, "qp", 0.5, 0.5, P.EPS)
     torch.testing.assert_close(out.corr.double().sum(1).cpu(), torch.zeros(B, dtype=torch.float64), atol=1e-6 * _natural(e_fake, B), rtol=0)
     _, grad_d, grad_g = out.gradients(0.5, 0.5)
@@ -149,10 +150,10 @@ def test_reference_gradients_equal_autograd_of_both_losses(loss, dtype):
 
 
 @pytest.mark.parametrize("loss", ["qp", "hinge"])
-def test_each_weight_reaches_only_its_own_loss(loss, device):
+def test_each_weight_reaches_only_its_own_loss(loss, triton_device):
     """corr_weight shapes L_D only, corr_weight_g L_G only; the parts carry no weight."""
     B, n = 7, 40
-    e_real, e_fake, z, dist = (t.to(device) for t in _inputs(B, n, seed=5, loss=loss))
+    e_real, e_fake, z, dist = (t.to(triton_device) for t in _inputs(B, n, seed=5, loss=loss))
     two = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 2.0, P.EPS)
     d_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 0.5, P.EPS)
     g_only = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 2.0, 2.0, P.EPS)
@@ -162,6 +163,6 @@ def test_each_weight_reaches_only_its_own_loss(loss, device):
         torch.testing.assert_close(getattr(two, name), getattr(g_only, name), rtol=1e-6, atol=1e-9, msg=name)
     # no correlation in L_G: its gradient is the adversarial -1 / (B n) everywhere
     none = S.ogan_objective_triton(e_real, e_fake, z, dist, loss, 0.5, 0.0, P.EPS)
-    assert torch.equal(none.slope_fake_g, torch.full((B,), -1.0 / B, device=device))
-    torch.testing.assert_close(none.gradients(0.5, 0.0)[2], torch.full((B, n), -1.0 / (B * n), device=device))
+    assert torch.equal(none.slope_fake_g, torch.full((B,), -1.0 / B, device=triton_device))
+    torch.testing.assert_close(none.gradients(0.5, 0.0)[2], torch.full((B, n), -1.0 / (B * n), device=triton_device))
     torch.testing.assert_close(none.loss_g, -e_fake.float().mean(), rtol=1e-6, atol=1e-7)
