@@ -11,7 +11,9 @@
 #   check      ogan-plugin bench --check       (kernels against float64, streams, graphs)
 #   pytest-gpu pytest -m gpu                   (the tests only a GPU can run)
 #   pytest     pytest                          (the whole suite; 4 processes with pytest-xdist)
-#   step       ogan-plugin bench --step --device cuda   (training-step benchmark, CSV)
+#   step       ogan-plugin bench --step --device cuda --pair dcgan64   (training-step benchmark, CSV)
+#   step-bf16  the same under bf16 autocast (its table in the log)
+#   limit      benchmarks/kernel_limit.py     (the correlation kernels against copy bandwidth, CSV)
 #   demo       ogan-plugin demo --device cuda  (default size; metrics.json + two pictures)
 #
 # `pytest`, not `python3 -m pytest`: the -m form puts the checkout's root on sys.path, and
@@ -22,7 +24,8 @@
 #   summary.tsv            one line per step: name, status (PASS/FAIL/TIMEOUT/DRY), seconds,
 #                          limit, exit code
 #   check.csv, step.csv    the benchmark rows of `bench --check` and `bench --step`
-#   demo_metrics.json, demo_samples.png, demo_reconstructions.png
+#   limit.csv              the rows of benchmarks/kernel_limit.py
+#   demo_metrics.json, demo_samples.png
 # The script exits 1 when any step failed or timed out, else 0.
 #
 # Options (environment):
@@ -129,11 +132,20 @@ if [ -z "${GPU_CHECKS_PYTEST_ARGS+set}" ] && python3 -c "import xdist" > /dev/nu
   GPU_CHECKS_PYTEST_ARGS="-n 4 --dist loadfile"
 fi
 # shellcheck disable=SC2086  # the arguments are meant to be split
-step pytest 420 "$PYTEST" ${GPU_CHECKS_PYTEST_ARGS:-} -rfEs -p no:cacheprovider --durations=15
-step step 180 "$OGAN" bench --step --device cuda --iters 100 --csv "$OUT_DIR/step.csv"
-step demo 240 bash -c '
+step pytest 360 "$PYTEST" ${GPU_CHECKS_PYTEST_ARGS:-} -rfEs -p no:cacheprovider --durations=15
+# the training step on the PyTorch DCGAN example's 64x64 pair, batch 128, z 128 (issue 21's
+# yardstick): plain, alternating O-GAN, hook mode, SingleLossStep and its CUDA graph; float32
+# with a CSV, then bf16 autocast (its table in the log)
+step step 120 "$OGAN" bench --step --device cuda --pair dcgan64 --batch-size 128 --z-dim 128 --iters 50 \
+  --csv "$OUT_DIR/step.csv"
+step step-bf16 120 "$OGAN" bench --step --device cuda --pair dcgan64 --batch-size 128 --z-dim 128 --iters 50 \
+  --amp bf16
+# the correlation kernels against the copy bandwidth and torch.compile (GPU_CHECKS_SWEEP=1 adds
+# a sweep of tile shapes at 262144x512)
+step limit 120 python3 benchmarks/kernel_limit.py --csv "$OUT_DIR/limit.csv" ${GPU_CHECKS_SWEEP:+--sweep}
+step demo 180 bash -c '
   "$1" demo --device cuda --out "$2/demo" --no-progress || exit
-  for f in metrics.json samples.png reconstructions.png; do cp "$2/demo/$f" "$3/demo_$f" || exit; done
+  for f in metrics.json samples.png; do cp "$2/demo/$f" "$3/demo_$f" || exit; done
 ' demo "$OGAN" "$SCRATCH" "$OUT_DIR"
 
 # --- steps added by the caller (GPU_CHECKS_EXTRA) ----------------------------------------------

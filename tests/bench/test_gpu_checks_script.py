@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_checks.sh"
-STEPS = ["env", "install", "check", "pytest-gpu", "pytest", "step", "demo"]
+STEPS = ["env", "install", "check", "pytest-gpu", "pytest", "step", "step-bf16", "limit", "demo"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="needs bash and coreutils timeout")
@@ -41,7 +41,7 @@ def test_a_dry_run_logs_every_step_in_order_and_runs_none(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     rows = summary(out)
     assert [r["step"] for r in rows] == STEPS and {r["status"] for r in rows} == {"DRY"}
-    assert [int(r["limit"]) for r in rows] == [60, 180, 180, 240, 420, 180, 240]
+    assert [int(r["limit"]) for r in rows] == [60, 180, 180, 240, 360, 120, 120, 120, 180]
     assert sum(int(r["limit"]) for r in rows if r["step"] != "env") <= 25 * 60
     log = (out / "gpu_checks.log").read_text()
     for cmd in ("pip install -q --no-deps --no-build-isolation -e .", "bench --check --csv", "pytest -m gpu",
@@ -62,7 +62,7 @@ def test_failing_and_timed_out_steps_are_recorded_and_the_rest_still_run(tmp_pat
     res = run(out, GPU_CHECKS_DRY="1", GPU_CHECKS_EXTRA=str(extra), GPU_CHECKS_SKIP="pytest,demo")
     assert res.returncode == 1, res.stdout + res.stderr
     rows = {r["step"]: r for r in summary(out)}
-    assert list(rows) == ["env", "install", "check", "pytest-gpu", "step", "fails", "too-slow", "writes"]
+    assert list(rows) == ["env", "install", "check", "pytest-gpu", "step", "step-bf16", "limit", "fails", "too-slow", "writes"]
     assert (rows["fails"]["status"], rows["fails"]["exit_code"]) == ("FAIL", "3")
     assert rows["too-slow"]["status"] == "TIMEOUT" and float(rows["too-slow"]["seconds"]) < 20
     assert rows["writes"]["status"] == "PASS" and (out / "extra.csv").read_text() == "1,2\n"
