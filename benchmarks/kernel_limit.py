@@ -21,27 +21,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 
 import torch
 
 
 def _time(fn, iters: int = 30, calls: int = 20, warmup: int = 5) -> float:
-    """Median seconds per call over ``iters`` repetitions of ``calls`` back-to-back calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / calls)
-    return statistics.median(times)
+    """Median seconds per call over ``iters`` repetitions of ``calls`` back-to-back calls (CUDA events)."""
+    from ogan_plugin.bench.timing import median_seconds
+
+    return median_seconds(fn, torch.device("cuda"), iters, warmup, calls=calls)
 
 
 def copy_bandwidth() -> float:
