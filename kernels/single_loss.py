@@ -288,25 +288,12 @@ def ogan_objective_reference(
     adv = get_loss(loss)
     dtype = torch.float64 if torch.float64 in (e_real.dtype, e_fake.dtype) else torch.float32
     B = e_fake.shape[0]
-    if _pearson._numpy_path(z, e_fake) and _pearson._numpy_path(z, e_real):
-        # the CPU's path: z, e_fake and e_real in one float64 NumPy array (no row scaling is
-        # needed there, see unit_pair), so each step below is one op for all three
-        X = np.stack((_pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real))).astype(np.float64)
-        means = X.mean(axis=-1)
-        Xc = X[:2] - means[:2, :, None]
-        norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))[..., None]
-        denom = np.maximum(norm, eps)
-        Xc /= denom
-        rho_np = np.einsum("bn,bn->b", Xc[0], Xc[1])
-        corr_np = (Xc[0] - ((norm[1] >= eps) * rho_np[:, None]) * Xc[1]) * ((-1.0 / B) / denom[1])
-        corr = torch.from_numpy(corr_np.astype(np.float32))
-        rho = torch.from_numpy(rho_np.astype(np.float32))
-        s_fake, s_real = torch.from_numpy(means[1].astype(np.float32)), torch.from_numpy(means[2].astype(np.float32))
-    else:
-        s_real = e_real.detach().to(dtype).mean(dim=1)
-        s_fake = e_fake.detach().to(dtype).mean(dim=1)
-        U, denom, flag, rho = unit_pair(z.detach(), e_fake.detach(), eps)
-        _, corr = unit_pair_grad(torch.full_like(rho, -1.0 / B), U, denom, flag, rho, False, True)
+    if _pearson._numpy_path(z, e_fake) and _pearson._numpy_path(z, e_real) and (dist is None or dist.device.type == "cpu"):
+        return _objective_numpy(e_real, e_fake, z, dist, adv, corr_weight, corr_weight_g, eps)
+    s_real = e_real.detach().to(dtype).mean(dim=1)
+    s_fake = e_fake.detach().to(dtype).mean(dim=1)
+    U, denom, flag, rho = unit_pair(z.detach(), e_fake.detach(), eps)
+    _, corr = unit_pair_grad(torch.full_like(rho, -1.0 / B), U, denom, flag, rho, False, True)
     d = dist.detach().to(dtype) if dist is not None else None
     slopes = loss_slopes(adv, s_real, s_fake, d)
     mean_rho = rho.mean().to(dtype)
@@ -319,6 +306,68 @@ def ogan_objective_reference(
         slopes.d_real.to(dtype) * inv_b,
         slopes.d_fake.to(dtype) * inv_b,
         slopes.g_fake.to(dtype) * inv_b,
+    )
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+#: the built-in losses' slopes in NumPy: (real, fake, dist) -> (d, g, d_real, d_fake, g_fake)
+_NUMPY_SLOPES = {
+    "qp": lambda r, f, dist: (lambda t: (t + 0.25 * t * t / dist, -f, -(1 + 0.5 * t / dist), 1 + 0.5 * t / dist,
+                                          -np.ones_like(f)))(f - r),
+    "hinge": lambda r, f, dist: (np.maximum(1 - r, 0) + np.maximum(1 + f, 0), -f, -(1 - r > 0).astype(r.dtype),
+                                 (1 + f > 0).astype(f.dtype), -np.ones_like(f)),
+    "bce": lambda r, f, dist: (_softplus(-r) + _softplus(f), _softplus(-f), -_sigmoid(-r), _sigmoid(f), -_sigmoid(-f)),
+    "wgan": lambda r, f, dist: (f - r, -f, -np.ones_like(r), np.ones_like(f), -np.ones_like(f)),
+}
+
+
+def _objective_numpy(
+    e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], adv: Any, corr_weight: float,
+    corr_weight_g: float, eps: float,
+) -> ObjectiveOutput:
+    """The CPU's reference: z, e_fake and e_real in one float64 NumPy array (no row scaling is
+    needed there, see :func:`~ogan_plugin.kernels.pearson.unit_pair`), each step one op for
+    all three; a built-in loss's slopes in NumPy too, any other loss's through
+    :func:`~ogan_plugin.losses.loss_slopes`.  Outputs in float32 (``corr`` in e_fake's dtype)."""
+    from ogan_plugin.losses import QPLoss, HingeLoss, BCELoss, WGANLoss, loss_slopes
+
+    B = e_fake.shape[0]
+    X = np.stack((_pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real))).astype(np.float64)
+    means = X.mean(axis=-1)
+    Xc = X[:2] - means[:2, :, None]
+    norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))[..., None]
+    denom = np.maximum(norm, eps)
+    Xc /= denom
+    rho = np.einsum("bn,bn->b", Xc[0], Xc[1])
+    corr = (Xc[0] - ((norm[1] >= eps) * rho[:, None]) * Xc[1]) * ((-1.0 / B) / denom[1])
+    f, r = means[1], means[2]
+    builtin = type(adv) in (QPLoss, HingeLoss, BCELoss, WGANLoss)
+    if builtin:
+        if adv.needs_dist and dist is None:
+            raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
+        d_np = None if dist is None else dist.detach().double().numpy()
+        d, g, d_real, d_fake, g_fake = _NUMPY_SLOPES[adv.name](r, f, d_np)
+    else:
+        t = loss_slopes(adv, torch.from_numpy(r.astype(np.float32)), torch.from_numpy(f.astype(np.float32)),
+                        None if dist is None else dist.detach().float())
+        d, g, d_real, d_fake, g_fake = (x.double().numpy() for x in t)
+    mean_rho = rho.mean()
+    parts = np.stack((d_real, d_fake, g_fake)) / B
+    values = np.array((d.mean() - corr_weight * mean_rho, g.mean() - corr_weight_g * mean_rho), dtype=np.float32)
+    corr_t = torch.from_numpy(corr.astype(np.float32))
+    slopes = torch.from_numpy(parts.astype(np.float32))
+    losses = torch.from_numpy(values)
+    return ObjectiveOutput(
+        losses[0], losses[1], torch.from_numpy(rho.astype(np.float32)),
+        corr_t if e_fake.dtype == torch.float32 else corr_t.to(e_fake.dtype),
+        slopes[0], slopes[1], slopes[2],
     )
 
 
