@@ -55,7 +55,7 @@ def ogan_adapt_discriminator(
     """Recognise a discriminator's scalar head and build its widened replacement.
 
     ``head`` is the dotted path the user passed to ``wrap(..., head=...)`` or ``None``
-    for automatic detection (see :func:`ogan_plugin.head.find_scalar_head`).
+    for automatic detection (see :func:`ogan_plugin.layers.find_scalar_head`).
     Return an :class:`~ogan_plugin.head.Adaptation` (the head's path and the new
     :class:`~ogan_plugin.head.OGANHead`) or ``None`` when this adapter does not
     recognise the head.  The first non-``None`` answer wins; use

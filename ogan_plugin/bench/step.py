@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from ogan_plugin.bench.timing import sync
 from ogan_plugin.checks import check_int
-from ogan_plugin.head import Decomposition, wrap
+from ogan_plugin.head import Decomposition
+from ogan_plugin.wrapping import wrap
 from ogan_plugin.losses import OGANLoss, pixel_distance, qp_d_loss, qp_g_loss
 from ogan_plugin.networks import parse_device
 from ogan_plugin.training import SingleLossStep

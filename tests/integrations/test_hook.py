@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import ogan_plugin
-from ogan_plugin.integrations.hook import OGANHook
+from ogan_plugin.hook import OGANHook
 
 NZ = 16
 
@@ -389,3 +389,17 @@ def test_hook_mode_errors_name_the_discriminator() -> None:
             ogan_plugin.attach(bad, G)
         with pytest.raises(TypeError, match=r"^discriminator must be an OGANDiscriminator"):
             OGANHook.of(bad)
+
+
+def test_the_former_module_path_still_imports_hook_mode() -> None:
+    """Hook mode moved into the core (ogan_plugin.hook); the old path re-exports it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: a plain re-export
+        from ogan_plugin.integrations import hook as old
+
+    import ogan_plugin.hook as core
+
+    assert old.attach is core.attach is ogan_plugin.attach
+    assert old.detach is core.detach and old.OGANHook is core.OGANHook
