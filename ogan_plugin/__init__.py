@@ -12,6 +12,7 @@ from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pear
 from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.hook import OGANHook, attach, detach
+from ogan_plugin.integrations.trainers import enable
 from ogan_plugin.losses import (
     AdversarialLoss,
     OGANLoss,
@@ -53,6 +54,7 @@ __all__ = [
     "OGANHook",
     "attach",
     "detach",
+    "enable",
     "OGANLoss",
     "OGANLossTerms",
     "bce_d_loss",

@@ -1,4 +1,4 @@
-"""Hook mode: the O-GAN correlation term inside an unchanged alternating training loop.
+"""Hook mode: the O-GAN correlation term inside an unchanged training loop.
 
 A script written like the official PyTorch DCGAN example (``netD(real)``,
 ``netD(fake.detach())`` in the discriminator's step, ``netD(fake)`` in the generator's
@@ -12,52 +12,57 @@ or, to choose the weight and turn it on and off::
     hook = ogan_plugin.attach(netD, netG, corr_weight=0.5)   # netD already wrapped
     # or a different weight in the generator's loss: attach(netD, netG, 5.0, corr_weight_g=1.5)
     ...
-    print(hook.last_rho)          # mean rho of the last recognised call (for logging)
+    print(float(hook.last_rho))   # mean rho of the last call that got the term (for logging)
     ogan_plugin.detach(netD)      # or: with ogan_plugin.attach(netD, netG): ...
 
 How it works:
 
 * a forward hook on the generator records its noise ``z`` (its first positional argument,
-  or a keyword ``z``/``noise``; shape ``(B, z_dim)`` or ``(B, z_dim, 1, ..., 1)``) and its
-  output ``fake``;
-* a forward pre-hook on the discriminator recognises a call on that output or on a
-  ``.detach()`` of it: same storage pointer, shape, strides, device and version counter
-  (``fake.detach()`` shares all of them);
-* for such a call, a forward hook on the widened head computes rho(z, raw) and the
-  gradient of ``-corr_weight * mean(rho)`` w.r.t. the head's raw outputs, and passes the
-  score through a custom autograd function that adds that gradient to ``raw`` in the
-  backward.  The user's own ``loss.backward()`` then carries the correlation term to the
-  discriminator's parameters (both steps) and, through ``fake``, to the generator (when
-  the call was on the non-detached fake), and the user's ``optimizer.step()`` applies it.
+  or a keyword ``z``/``noise``, or what ``z_from`` picks; ``(B, z_dim)`` or
+  ``(B, z_dim, 1, ..., 1)``) and returns its output as a *tracked* tensor (an alias: the
+  same storage and autograd graph) that knows, for each row, the row of ``z`` that made it
+  (:mod:`ogan_plugin.provenance`).  For a generator returning a tuple or list, the first
+  tensor with one row per ``z`` row is tracked; the rest is returned as it was;
+* torch operations on it carry that row map along: ``.detach()``, ``.to(dtype)``,
+  memory formats, augmentations in torch ops or kornia (DiffAugment's ``color``,
+  ``translation`` and ``cutout``; affine warps, colour jitter), ``torch.cat`` with real
+  images in either order, slices, ``chunk``, and wrappers that augment and then call D
+  (lightweight-gan's ``AugWrapper``).  An op that mixes rows (mixup across the batch, a
+  shuffle then a mix, a real/fake interpolation) or that the rules do not know makes
+  those rows "lost": they get no term, and a warning names the op once;
+* a forward pre-hook on the discriminator takes the row map off its input (D runs on a
+  plain tensor: its forward pays nothing, and real-only calls cost one type check);
+* the widened head's forward hook passes the score through a custom autograd function
+  whose backward adds the gradient of ``-corr_weight * mean over the fake rows of
+  rho(z[row], raw)`` to the head's raw outputs.  No nested autograd and no host
+  synchronisation: the gradient is one ``ogan_plugin::pearson_backward`` call in your
+  ``loss.backward()``, which carries it to the discriminator's parameters (both steps)
+  and, through ``fake``, to the generator (when D saw the fake with its graph).
 
-The effect is exactly that of adding ``-corr_weight * mean(rho(z, E(fake)))`` to every
-loss whose backward passes through a recognised call: the discriminator's loss (call on
-``fake.detach()``) and the generator's loss (call on ``fake``), as METHOD.md section 2
-asks.  With ``corr_weight_g`` the generator's step gets its own weight: a call on an
-input that requires grad (``netD(fake)``) uses ``corr_weight_g``, a call on
-``fake.detach()`` uses ``corr_weight``.  The term does not follow the scale of your loss:
-if you multiply the loss (gradient accumulation) adjust ``corr_weight``; with a
-``GradScaler`` pass ``scaler=`` so the term is scaled like the loss.
+The effect is exactly that of adding ``-corr_weight * mean(rho(z_rows, E(x)[fake_rows]))``
+to every loss whose backward passes through a discriminator call on fakes: the
+discriminator's loss (D on ``fake.detach()``) and the generator's (D on ``fake``), as
+METHOD.md section 2 asks.  With ``corr_weight_g`` the generator's step gets its own
+weight: a call on rows that still carry the generator's graph uses ``corr_weight_g``, a call
+on detached ones ``corr_weight``.  The term does not follow the scale of your loss: if you
+multiply the loss (gradient accumulation) adjust ``corr_weight``; with a ``GradScaler``
+pass ``scaler=`` (and ``scaler_g=`` when the generator's step has its own).  A backward
+with ``create_graph=True`` (a gradient penalty's ``autograd.grad``) gets no term: it
+computes input gradients, not a loss.
 
-Not recognised (the term is silently absent for that call; a one-time warning is issued
-when a generator output made with gradients is never seen by the discriminator):
-fakes that are copied, augmented, concatenated with real images, moved to another
-device or dtype, converted to another memory format, modified in place, or sliced before
-the discriminator sees them, and generators whose output is not a single tensor.  In
-those cases compute the term explicitly, once per loss::
+What is not followed: writing fakes into another tensor (``buffer[:n] = fake``), NumPy
+round trips, and in-place writes through a view.  Rows whose provenance was lost get no
+term; to add it yourself, once per loss::
 
-    out = netD.decompose(x_fake_as_d_sees_it)
-    loss = your_loss(out.output) + ogan_plugin.correlation_loss(z, out.raw, 0.5)
-
-(``z`` the noise of those fakes, shape ``(B, z_dim)``; the fakes' rows must stay aligned
-with ``z``'s rows).
+    out = netD.decompose(x_as_d_sees_it)
+    loss = your_loss(out.output) + ogan_plugin.correlation_loss(z_rows, out.raw[fake_rows], 0.5)
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 import torch
@@ -68,50 +73,37 @@ from ogan_plugin.correlation import pearson_correlation
 from ogan_plugin.head import OGANDiscriminator, OGANHead, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.losses import check_corr_weights
+from ogan_plugin.provenance import Tracked, track, untrack
+from ogan_plugin.rows import CHECK_EVERY, GeneratorCall, Provenance, identity, on_device
 
 __all__ = ["OGANHook", "attach", "detach"]
 
 
-@dataclass
-class _Record:
-    """The generator's last output: its noise and the identity of the fake tensor."""
-
-    z: Tensor
-    fake: Tensor  # detached alias: keeps the storage alive so its pointer is not reused
-    ptr: int
-    shape: torch.Size
-    stride: tuple[int, ...]
-    version: int
-    with_grad: bool
-    matches: int = 0
-
-    def same(self, x: Any) -> bool:
-        return (
-            isinstance(x, Tensor)
-            and x.data_ptr() == self.ptr
-            and x.shape == self.shape
-            and x.stride() == self.stride
-            and x.device == self.fake.device
-            and x.dtype == self.fake.dtype
-            and x._version == self.version
-        )
-
-
-class _AddCorrelationGrad(torch.autograd.Function):
-    """Identity on the score; in the backward adds a precomputed gradient to ``raw``."""
+class _CorrelationTerm(torch.autograd.Function):
+    """Identity on the score; its backward adds the correlation term's gradient to ``raw``:
+    ``d(scale * sum(weights * rho(z_rows, raw))) / d raw``, times the loss scale if any."""
 
     @staticmethod
-    def forward(ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scale: Optional[Callable[[], Any]]) -> Tensor:
-        ctx.grad_raw = grad_raw
-        ctx.scale = scale
+    def forward(ctx: Any, score: Tensor, raw: Tensor, z_rows: Tensor, weights: Tensor, scale: float, eps: float, scaler: Any) -> Tensor:
+        ctx.save_for_backward(raw, z_rows, weights)
+        ctx.scale, ctx.eps, ctx.scaler = scale, eps, scaler
         return score.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_score: Tensor) -> tuple[Optional[Tensor], ...]:
-        grad_raw = ctx.grad_raw
-        if ctx.scale is not None:
-            grad_raw = grad_raw * ctx.scale()
-        return grad_score, grad_raw, None, None
+        if torch.is_grad_enabled():  # create_graph: an input-gradient pass (a gradient penalty)
+            return grad_score, None, None, None, None, None, None
+        raw, z_rows, weights = ctx.saved_tensors
+        _, grad_raw = torch.ops.ogan_plugin.pearson_backward(weights, z_rows, raw, ctx.eps, ctx.scale, False, True)
+        if ctx.scaler is not None:
+            grad_raw = grad_raw * _loss_scale(ctx.scaler).to(grad_raw.dtype)
+        return grad_score, grad_raw, None, None, None, None, None
+
+
+def _loss_scale(scaler: Any) -> Tensor:
+    """The GradScaler's current scale as a tensor (its ``_scale``: no host synchronisation)."""
+    scale = getattr(scaler, "_scale", None)
+    return scale if isinstance(scale, Tensor) else torch.tensor(float(scaler.get_scale()))
 
 
 class _Relay:
@@ -119,11 +111,9 @@ class _Relay:
 
     Deep copies of the module (an EMA generator, ``copy.deepcopy(netD)``) share this
     relay but are not its owner, so their calls are ignored instead of disturbing the
-    record of the original networks.
-
-    DataParallel over several GPUs runs replicas of the module (copies that share its
-    hooks); their calls are ignored too (each sees a slice of the batch on another
-    device), and ``on_replica`` is called so that the hook can warn that it adds nothing.
+    record of the original networks.  DataParallel over several GPUs runs replicas of the
+    module (copies that share its hooks); their calls are ignored too, and ``on_replica``
+    is called so that the hook can warn that it adds nothing.
     """
 
     def __init__(self, owner: nn.Module, fn: Callable[..., Any], on_replica: Callable[[], None]) -> None:
@@ -147,14 +137,8 @@ _CONTAINERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 def _hooked(discriminator: Any) -> OGANDiscriminator:
     """The wrapped discriminator that hook mode hooks: ``discriminator`` itself, or the one
-    inside ``DistributedDataParallel`` / ``DataParallel``.
-
-    Hooks go on the wrapped module itself, not on :func:`~ogan_plugin.head.as_wrapped`'s
-    view through DDP: the container calls that module's forward, so its hooks fire for
-    calls through the container too, and ``wrap(D, z, generator=G)`` before ``DDP(...)``
-    and ``attach(DDP(...))`` find the same hook.  ``as_wrapped`` checks what is inside
-    (the one check of "is it wrapped", its message naming ``discriminator``).
-    """
+    inside ``DistributedDataParallel`` / ``DataParallel`` (their forward calls it, so its
+    hooks fire for calls through the container too)."""
     inner = discriminator.module if isinstance(discriminator, _CONTAINERS) else discriminator
     try:
         return as_wrapped(inner, "discriminator")
@@ -164,28 +148,35 @@ def _hooked(discriminator: Any) -> OGANDiscriminator:
         ) from None
 
 
-def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[float, float]:
+def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scalers: tuple, z_from: Any) -> tuple[float, float]:
     """Check the arguments; return the two weights as :func:`check_corr_weights` resolves them."""
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
     weights = check_corr_weights(corr_weight, corr_weight_g)
-    if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
-        raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    for name, scaler in zip(("scaler", "scaler_g"), scalers):
+        if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
+            raise TypeError(f"{name} must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    if z_from is not None and not callable(z_from):
+        raise TypeError(f"z_from must be a function (args, kwargs) -> z, got {type(z_from).__name__}")
     return weights
 
 
+def _default_z(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else kwargs.get("z", kwargs.get("noise"))
+
+
 class OGANHook:
-    """Adds the O-GAN correlation term to an unchanged alternating loop (see module doc).
+    """Adds the O-GAN correlation term to an unchanged training loop (see the module doc).
 
     Create it with :func:`attach` (or ``wrap(..., generator=G)``).  It is a context
     manager: leaving the ``with`` block detaches it.
 
     Attributes:
         discriminator: the wrapped discriminator it watches.
-        generator: the generator whose outputs it records.
-        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on ``fake.detach()``.
-        corr_weight_g: lambda for calls on ``fake`` itself (the generator's step); equals
-            ``corr_weight`` unless another value was given.
+        generator: the generator whose outputs it tracks.
+        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on detached fakes.
+        corr_weight_g: lambda for calls on fakes that carry the generator's graph (the
+            generator's step); equals ``corr_weight`` unless another value was given.
         calls: number of discriminator calls that received the term.
     """
 
@@ -197,27 +188,32 @@ class OGANHook:
         *,
         corr_weight_g: Optional[float] = None,
         scaler: Any = None,
+        scaler_g: Any = None,
         eps: float = EPS,
         backend: Optional[str] = None,
+        z_from: Optional[Callable[[tuple, dict], Tensor]] = None,
     ) -> None:
-        self.corr_weight, self.corr_weight_g = _check_args(generator, corr_weight, corr_weight_g, scaler)
+        self.corr_weight, self.corr_weight_g = _check_args(generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from)
         self.discriminator = discriminator
         self.generator = generator
-        self.scaler = scaler
+        self.scaler, self.scaler_g = scaler, scaler_g
         self.eps = eps
         self.backend = backend
+        self.z_from = z_from or _default_z
         self.calls = 0
+        self._last: Optional[tuple] = None  # (z_rows, raw, weights, divisor) of the last term, for last_rho
         self._last_rho: Optional[Tensor] = None
-        self._record: Optional[_Record] = None
-        # per discriminator call in progress: (recognised record, weight of its term) or None
-        self._stack: list[Optional[tuple[_Record, float]]] = []
+        self._record: Optional[GeneratorCall] = None
+        self._stack: list[Optional[tuple[Provenance, float]]] = []  # per discriminator call in progress
         self._unmatched_grad_calls = 0
-        self._warned = False
-        self._warned_replica = False
+        self._generator_calls = 0
+        self._pending: dict[tuple, Tensor] = {}  # GPU "rows were mixed" flags by op names, read lazily
+        self._pairs: OrderedDict = OrderedDict()  # row map -> (z index, weights) on a device
+        self._warned: set = set()
         inner, head, seen = discriminator.discriminator, discriminator.head, self._on_replica
         self._handles = [
             generator.register_forward_hook(_Relay(generator, self._on_generator, seen), with_kwargs=True),
-            inner.register_forward_pre_hook(_Relay(inner, self._on_d_enter, seen)),
+            inner.register_forward_pre_hook(_Relay(inner, self._on_d_enter, seen), with_kwargs=True),
             inner.register_forward_hook(_Relay(inner, self._on_d_exit, seen), always_call=True),
             head.register_forward_hook(_Relay(head, self._on_head, seen)),
         ]
@@ -230,12 +226,27 @@ class OGANHook:
 
     @property
     def last_rho(self) -> Optional[Tensor]:
-        """Mean rho(z, E(fake)) of the last recognised call, or None.
+        """Mean rho(z, E(x)) over the fake rows of the last call that got the term, or None.
 
-        A detached scalar in float32 (float64 for float64 networks); ``float(hook.last_rho)``
-        to log it.
+        A detached scalar in float32 (float64 for float64 networks), computed when first
+        read (the training step itself never computes it); ``float(hook.last_rho)`` to log it.
         """
+        if self._last is not None:
+            z_rows, raw, weights, divisor = self._last
+            with torch.no_grad(), torch.autocast(raw.device.type, enabled=False):
+                rho = pearson_correlation(z_rows, raw, eps=self.eps, backend=self.backend, check_finite=False)
+                self._last_rho = (rho * weights.to(rho.dtype)).sum() / divisor
+            self._last = None
         return self._last_rho
+
+    def check_provenance(self) -> None:
+        """Read the GPU row maps' pending "rows were mixed" flags now (one host
+        synchronisation) and warn for those set; hook mode does it every
+        :data:`~ogan_plugin.rows.CHECK_EVERY` generator calls."""
+        pending, self._pending = self._pending, {}
+        for ops, flag in pending.items():
+            if bool(flag):
+                self._warn_lost(ops)
 
     @staticmethod
     def of(discriminator: nn.Module) -> Optional["OGANHook"]:
@@ -251,6 +262,7 @@ class OGANHook:
         self._handles = []
         self._record = None
         self._stack.clear()
+        self._pairs.clear()
         if getattr(self.discriminator, "_ogan_hook", None) is self:
             del self.discriminator._ogan_hook
 
@@ -268,67 +280,111 @@ class OGANHook:
         g = f", corr_weight_g={self.corr_weight_g}" if self.corr_weight_g != self.corr_weight else ""
         return f"OGANHook(corr_weight={self.corr_weight}{g}, calls={self.calls}, {state})"
 
-    # -- hooks ----------------------------------------------------------------------------
+    # -- warnings -------------------------------------------------------------------------
     def _on_replica(self) -> None:
-        if not self._warned_replica:
-            self._warned_replica = True
-            warnings.warn(
-                "ogan_plugin hook mode: a DataParallel replica of a hooked network ran (DataParallel over "
-                "several GPUs); hook mode watches the original modules only, so no correlation term is "
-                "added. Use DistributedDataParallel (one process per GPU), or single_loss / SingleLossStep",
-                RuntimeWarning,
-                stacklevel=3,
+        self._warn_once(
+            "replica",
+            "ogan_plugin hook mode: a DataParallel replica of a hooked network ran (DataParallel over "
+            "several GPUs); hook mode watches the original modules only, so no correlation term is "
+            "added. Use DistributedDataParallel (one process per GPU), or single_loss / SingleLossStep",
+        )
+
+    def _warn_once(self, key: Any, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _warn_lost(self, ops: tuple) -> None:
+        for op in ops:
+            self._warn_once(
+                ("lost", op),
+                f"ogan_plugin hook mode: rows of the discriminator's input made from the generator's output "
+                f"lost their provenance at '{op}' (an op that mixes rows, e.g. mixup or a real/fake "
+                "interpolation, combines a fake additively with real data of its shape, reduces over the "
+                "batch, or is not known to keep rows): those rows get no correlation term. To add it "
+                "yourself: loss += ogan_plugin.correlation_loss(z_rows, netD.decompose(x).raw[fake_rows])",
             )
 
-    def _on_generator(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    # -- hooks ----------------------------------------------------------------------------
+    def _on_generator(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         prev = self._record
-        if prev is not None and prev.with_grad and prev.matches == 0 and self._unmatched_grad_calls and not self._warned:
-            self._warned = True
-            warnings.warn(
-                "ogan_plugin hook mode: the discriminator ran since the generator's last output but "
-                "never on that output or its .detach(), so no correlation term was added. Fakes that "
-                "are copied, augmented, moved or modified in place are not recognised: add "
+        if prev is not None and prev.with_grad and not prev.seen and self._unmatched_grad_calls:
+            self._warn_once(
+                "unseen",
+                "ogan_plugin hook mode: the discriminator ran since the generator's last output but never on "
+                "a tensor made from it that hook mode could follow (fakes written into another tensor, a "
+                "NumPy round trip), so no correlation term was added: add "
                 "ogan_plugin.correlation_loss(z, netD.decompose(x_fake).raw) to your losses instead.",
-                RuntimeWarning,
-                stacklevel=2,
             )
         self._record = None
         self._unmatched_grad_calls = 0
-        if not isinstance(output, Tensor) or output.dim() == 0:
-            return
-        z = args[0] if args else kwargs.get("z", kwargs.get("noise"))
+        self._generator_calls += 1
+        if self._pending and self._generator_calls % CHECK_EVERY == 0:
+            self.check_provenance()
+        fake, where = _fake_of(output)
+        if fake is None:
+            return None
+        z = self.z_from(args, kwargs)
         if not isinstance(z, Tensor):
             raise TypeError(
                 "ogan_plugin hook mode reads z from the generator's first positional argument "
-                f"(or keyword z/noise), got {type(z).__name__}"
+                f"(or keyword z/noise, or attach(..., z_from=)), got {type(z).__name__}"
             )
         z_dim = self.discriminator.z_dim
-        if z.dim() < 2 or z.shape[1] != z_dim or any(s != 1 for s in z.shape[2:]) or z.shape[0] != output.shape[0]:
+        if z.dim() < 2 or z.shape[1] != z_dim or any(s != 1 for s in z.shape[2:]) or z.shape[0] != fake.shape[0]:
             raise ValueError(
                 f"z (the generator's input) has shape {tuple(z.shape)} for a batch of "
-                f"{output.shape[0]} fakes; hook mode needs (batch, z_dim={z_dim}) "
+                f"{fake.shape[0]} fakes; hook mode needs (batch, z_dim={z_dim}) "
                 f"or (batch, {z_dim}, 1, ..., 1), the z_dim given to wrap()"
             )
-        fake = output.detach()
-        self._record = _Record(
-            z=z.detach().flatten(1),
-            fake=fake,
-            ptr=fake.data_ptr(),
-            shape=fake.shape,
-            stride=fake.stride(),
-            version=fake._version,
-            with_grad=torch.is_grad_enabled() and output.requires_grad,
-        )
+        with_grad = torch.is_grad_enabled() and fake.requires_grad
+        record = GeneratorCall(z.detach().flatten(1), self, with_grad)
+        self._record = record
+        tracked = track(fake, Provenance((record,), identity(fake.shape[0]), fake.requires_grad))
+        if where is None:
+            return tracked
+        items = list(output)
+        items[where] = tracked
+        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
 
-    def _on_d_enter(self, module: nn.Module, args: tuple) -> None:
-        rec = self._record
-        if rec is not None and args and rec.same(args[0]):
-            # netD(fake) feeds the generator's loss, netD(fake.detach()) the discriminator's
-            self._stack.append((rec, self.corr_weight_g if args[0].requires_grad else self.corr_weight))
-            return
-        if torch.is_grad_enabled():
-            self._unmatched_grad_calls += 1
-        self._stack.append(None)
+    def _on_d_enter(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if not any(type(a) is Tracked for a in args) and not any(type(v) is Tracked for v in kwargs.values()):
+            if torch.is_grad_enabled():
+                self._unmatched_grad_calls += 1
+            self._stack.append(None)
+            return None
+        found: Optional[Provenance] = None
+        plain_args = []
+        for a in args:
+            if type(a) is Tracked:
+                found = found or a.__dict__.get("_ogan_prov")
+                a = untrack(a)
+            plain_args.append(a)
+        plain_kwargs = {}
+        for k, v in kwargs.items():
+            if type(v) is Tracked:
+                found = found or v.__dict__.get("_ogan_prov")
+                v = untrack(v)
+            plain_kwargs[k] = v
+        self._stack.append(self._accept(found))
+        return tuple(plain_args), plain_kwargs
+
+    def _accept(self, prov: Optional[Provenance]) -> Optional[tuple[Provenance, float]]:
+        """The call's (provenance, weight) when it may get the term; warnings for lost rows."""
+        if prov is None or prov.sample or any(c.owner is not self for c in prov.calls):
+            return None
+        for c in prov.calls:
+            c.seen = True
+        if not torch.is_grad_enabled():
+            return None
+        if prov.lost:
+            self._warn_lost(prov.lost)
+        if prov.flag is not None:
+            key = prov.flag_ops
+            self._pending[key] = prov.flag if key not in self._pending else self._pending[key] | prov.flag
+        if isinstance(prov.rows, tuple) and max(prov.rows, default=-1) < 0:
+            return None
+        return prov, (self.corr_weight_g if prov.attached else self.corr_weight)
 
     def _on_d_exit(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._stack:
@@ -337,23 +393,71 @@ class OGANHook:
     def _on_head(self, module: OGANHead, args: tuple, output: Tensor) -> Optional[Tensor]:
         if not self._stack or self._stack[-1] is None:
             return None
-        rec, weight = self._stack[-1]
+        prov, weight = self._stack[-1]
         self._stack[-1] = None  # one term per discriminator call
         raw = module.last_raw
-        if raw is None or not torch.is_grad_enabled() or not raw.requires_grad:
+        if raw is None or not raw.requires_grad or not torch.is_grad_enabled() or weight == 0:
             return None
-        with torch.autocast(raw.device.type, enabled=False), torch.enable_grad():
-            e = raw.detach().requires_grad_(True)
-            rho = pearson_correlation(rec.z, e, eps=self.eps, backend=self.backend)
-            mean_rho = rho.mean()
-            (grad_raw,) = torch.autograd.grad(-weight * mean_rho, e)
-        rec.matches += 1
+        if len(prov) != raw.shape[0]:
+            self._warn_once(
+                "rows",
+                f"ogan_plugin hook mode: the discriminator's input had {len(prov)} rows but its head gave "
+                f"{raw.shape[0]}: the rows cannot be paired with z, so no correlation term was added",
+            )
+            return None
+        z = prov.calls[0].z if len(prov.calls) == 1 else torch.cat([c.z for c in prov.calls])
+        pairing = self._pair(prov.rows, z, raw)
+        if pairing is None:
+            return None
+        z_rows, weights, divisor = pairing
         self.calls += 1
-        self._last_rho = mean_rho.detach()
-        scale = None
-        if self.scaler is not None and self.scaler.is_enabled():
-            scale = self.scaler.get_scale
-        return _AddCorrelationGrad.apply(output, raw, grad_raw, scale)
+        self._last, self._last_rho = (z_rows, raw.detach(), weights, divisor), None
+        scaler = self.scaler_g if prov.attached and self.scaler_g is not None else self.scaler
+        if scaler is not None and not scaler.is_enabled():
+            scaler = None
+        return _CorrelationTerm.apply(output, raw, z_rows, weights, -weight / divisor, self.eps, scaler)
+
+    def _pair(self, rows: Any, z: Tensor, raw: Tensor) -> Optional[tuple[Tensor, Tensor, int]]:
+        """``(z_rows, w, n)``: the z row of each raw row, and the term's per-row weights,
+        ``-corr_weight / n * sum(w * rho)`` being the mean over the fake rows.
+
+        Host row maps: ``w`` is 1 on fake rows and 0 elsewhere, ``n`` the number of fake
+        rows (for G's own rows in order, ``z`` as it is and a stride-0 ``w``: no copy);
+        device row maps: ``w`` is the fake-row mask over its count (on the device: no
+        synchronisation) and ``n`` 1.  None when no row is a fake.
+        """
+        B = raw.shape[0]
+        if isinstance(rows, tuple):
+            if rows is identity(B) and z.shape[0] == B:
+                return z, raw.new_ones(()).expand(B), B
+            key = (rows, z.shape[0], raw.device)
+            cached = self._pairs.get(key)
+            if cached is None:
+                fake = [k for k, r in enumerate(rows) if r >= 0]
+                if not fake:
+                    return None
+                index = on_device(tuple(max(r, 0) for r in rows), raw.device)
+                weights = on_device(tuple(1 if r >= 0 else 0 for r in rows), raw.device)
+                cached = self._pairs[key] = (index, weights, len(fake))
+                if len(self._pairs) > 64:
+                    self._pairs.popitem(last=False)
+            index, weights, n = cached
+            return z.index_select(0, index), weights, n
+        mask = rows >= 0
+        dtype = torch.float64 if torch.float64 in (raw.dtype, z.dtype) else torch.float32
+        weights = mask.to(dtype) / mask.sum().clamp(min=1).to(dtype)
+        return z.index_select(0, rows.clamp(min=0)), weights, 1
+
+
+def _fake_of(output: Any) -> tuple[Optional[Tensor], Optional[int]]:
+    """The tensor to track in a generator's output, and its place in a tuple/list (or None)."""
+    if isinstance(output, Tensor):
+        return (output, None) if output.dim() > 0 else (None, None)
+    if isinstance(output, (tuple, list)):
+        for k, item in enumerate(output):
+            if isinstance(item, Tensor) and item.dim() > 0:
+                return item, k
+    return None, None
 
 
 def attach(
@@ -363,32 +467,38 @@ def attach(
     *,
     corr_weight_g: Optional[float] = None,
     scaler: Any = None,
+    scaler_g: Any = None,
     eps: float = EPS,
     backend: Optional[str] = None,
+    z_from: Optional[Callable[[tuple, dict], Tensor]] = None,
 ) -> OGANHook:
-    """Turn on hook mode: add the O-GAN term to the user's own alternating updates.
+    """Turn on hook mode: add the O-GAN term to the user's own training loop.
 
     Args:
         discriminator: a wrapped discriminator (:func:`ogan_plugin.wrap`), or a
             ``DistributedDataParallel`` / ``DataParallel`` around one (DataParallel on one
             device, or none: over several GPUs it runs replicas that hooks cannot watch).
-        generator: the generator; its first positional argument is taken as z.
+        generator: the generator; its first positional argument is taken as z (see ``z_from``).
         corr_weight: lambda in ``-lambda * mean(rho)`` (0.5 in the official code).
-        corr_weight_g: lambda for the generator's step, i.e. calls on the fake itself
-            rather than its ``.detach()`` (None: ``corr_weight``), as in
+        corr_weight_g: lambda for the generator's step, i.e. calls on fakes that carry the
+            generator's graph rather than detached ones (None: ``corr_weight``), as in
             :func:`ogan_plugin.single_loss`.
         scaler: a ``torch.amp.GradScaler`` when the losses are scaled by one (the term is
             then scaled the same way).
+        scaler_g: the generator step's GradScaler when it has its own (None: ``scaler``).
         eps: norm floor of the correlation.
-        backend: force a correlation backend by name.
+        backend: force a correlation backend by name (for :attr:`OGANHook.last_rho`).
+        z_from: a function ``(args, kwargs) -> z`` that picks the code from the generator's
+            call arguments, for generators whose first argument is not z (default: the first
+            positional argument, or a keyword ``z`` / ``noise``).
 
     Returns:
         The :class:`OGANHook` (a context manager; ``hook.last_rho`` for logging).  Attaching
-        again with the same generator, weights and scaler returns the attached hook.
+        again with the same generator, weights and scalers returns the attached hook.
 
     Raises:
-        TypeError: ``discriminator`` is not wrapped, ``generator`` is not an ``nn.Module``
-            or ``scaler`` is not a GradScaler.
+        TypeError: ``discriminator`` is not wrapped, ``generator`` is not an ``nn.Module``,
+            a scaler is not a GradScaler, or ``z_from`` is not callable.
         ValueError: a hook with another generator, weight or scaler is attached (call
             :func:`detach` first), a bad weight, or DataParallel over several GPUs.
     """
@@ -399,17 +509,20 @@ def attach(
             "DistributedDataParallel (one process per GPU), or DataParallel on one device"
         )
     wrapped = _hooked(discriminator)
-    weights = _check_args(generator, corr_weight, corr_weight_g, scaler)
+    weights = _check_args(generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from)
     existing = OGANHook.of(wrapped)
     if existing is not None:
         if (existing.generator is generator and (existing.corr_weight, existing.corr_weight_g) == weights
-                and existing.scaler is scaler):
+                and existing.scaler is scaler and existing.scaler_g is scaler_g):
             return existing
         raise ValueError(
             "a hook is already attached to this discriminator (with another generator, weight or "
             "scaler); call ogan_plugin.detach(discriminator) first"
         )
-    hook = OGANHook(wrapped, generator, corr_weight, corr_weight_g=corr_weight_g, scaler=scaler, eps=eps, backend=backend)
+    hook = OGANHook(
+        wrapped, generator, corr_weight, corr_weight_g=corr_weight_g, scaler=scaler, scaler_g=scaler_g,
+        eps=eps, backend=backend, z_from=z_from,
+    )
     wrapped._ogan_hook = hook
     return hook
 

@@ -43,7 +43,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "with pip install 'ogan-plugin[lightning]'"
     ) from exc
 
-from ogan_plugin.head import OGANDiscriminator
 from ogan_plugin.images import tile
 from ogan_plugin.hook import OGANHook, attach
 from ogan_plugin.wrapping import wrap
