@@ -104,10 +104,11 @@ class OGANHead(nn.Module):
         self.register_load_state_dict_pre_hook(_keep_reduction_without_extra_state)
 
     def forward(self, h: Tensor) -> Tensor:
-        out = self.layer(h)
+        layer = self.layer
+        out = layer(h)
         if self.scaled:
             out = out * self.output_scale.to(out.dtype)
-        spatial = conv_spatial_dims(self.layer)
+        spatial = _SPATIAL.get(type(layer), None) if type(layer) in _SPATIAL else conv_spatial_dims(layer)
         if spatial is None:
             # a row per sample: (B, z_dim) -> score (B, 1)
             if out.dim() != 2 or out.shape[1] != self.z_dim:
@@ -132,13 +133,17 @@ class OGANHead(nn.Module):
                 scores = _accumulate(out).mean(dim=1, keepdim=True)
                 reduced = _accumulate(self.patch_reduction(out))
                 raw = reduced - reduced.mean(dim=1, keepdim=True) + scores.flatten(1).mean(dim=1, keepdim=True)
-                self.last_raw = raw.to(out.dtype)
-                self.last_score = scores.to(out.dtype)
+                self.__dict__["last_raw"], self.__dict__["last_score"] = raw.to(out.dtype), scores.to(out.dtype)
                 return self.last_score
-        self.last_raw = raw
-        score = _accumulate(raw).mean(dim=1).to(raw.dtype)
-        self.last_score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
-        return self.last_score
+        if raw.dtype == torch.float32 or raw.dtype == torch.float64:
+            score = raw.mean(dim=1, keepdim=True)  # (what _accumulate would give, without the copies)
+        else:
+            score = _accumulate(raw).mean(dim=1, keepdim=True).to(raw.dtype)
+        if out.dim() > 2:
+            score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        # plain attributes, set past nn.Module.__setattr__ (it checks for parameters: slow per call)
+        self.__dict__["last_raw"], self.__dict__["last_score"] = raw, score
+        return score
 
     def get_extra_state(self) -> Tensor:
         """What the head's ``state_dict()`` holds besides its tensors: its patch reduction.
@@ -194,6 +199,10 @@ class OGANHead(nn.Module):
     def extra_repr(self) -> str:
         extra = f", patch_reduction={getattr(self.patch_reduction, '__name__', self.patch_reduction)}" if self.patch_reduction else ""
         return f"z_dim={self.z_dim}{extra}"
+
+
+#: the spatial dimensions of the plain layer types (ConvNd -> N, Linear -> None), looked up per forward
+_SPATIAL = {nn.Linear: None, nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
 def _decode_extra_state(state: Any) -> dict[str, Any]:

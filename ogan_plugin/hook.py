@@ -80,24 +80,57 @@ __all__ = ["OGANHook", "attach", "detach"]
 
 
 class _CorrelationTerm(torch.autograd.Function):
-    """Identity on the score; its backward adds the correlation term's gradient to ``raw``:
-    ``d(scale * sum(weights * rho(z_rows, raw))) / d raw``, times the loss scale if any."""
+    """Identity on the score; its backward adds ``grad_raw``, the correlation term's gradient
+    computed in the forward (it depends on ``raw``'s value and ``z`` only), to ``raw``'s
+    gradient, times the loss scale if any.  A backward with ``create_graph=True`` (a
+    gradient penalty's input-gradient pass) adds nothing."""
 
     @staticmethod
-    def forward(ctx: Any, score: Tensor, raw: Tensor, z_rows: Tensor, weights: Tensor, scale: float, eps: float, scaler: Any) -> Tensor:
-        ctx.save_for_backward(raw, z_rows, weights)
-        ctx.scale, ctx.eps, ctx.scaler = scale, eps, scaler
+    def forward(ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scaler: Any) -> Tensor:
+        ctx.grad_raw, ctx.scaler = grad_raw, scaler
         return score.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_score: Tensor) -> tuple[Optional[Tensor], ...]:
-        if torch.is_grad_enabled():  # create_graph: an input-gradient pass (a gradient penalty)
-            return grad_score, None, None, None, None, None, None
-        raw, z_rows, weights = ctx.saved_tensors
-        _, grad_raw = torch.ops.ogan_plugin.pearson_backward(weights, z_rows, raw, ctx.eps, ctx.scale, False, True)
+        if torch.is_grad_enabled():
+            return grad_score, None, None, None
+        grad_raw = ctx.grad_raw
         if ctx.scaler is not None:
             grad_raw = grad_raw * _loss_scale(ctx.scaler).to(grad_raw.dtype)
-        return grad_score, grad_raw, None, None, None, None, None
+        return grad_score, grad_raw, None, None
+
+
+def _correlation_grad(calls: tuple, index: Optional[Tensor], weights: Optional[Tensor], raw: Tensor, scale: float, eps: float) -> Tensor:
+    """``d(scale * sum(w * rho(z_rows, raw))) / d raw``, without autograd.
+
+    On a GPU (and under ``torch.compile``) the ``ogan_plugin::pearson_backward`` operator
+    (one fused kernel).  On the CPU the same closed form written for this one case
+    (:func:`_grad_raw_host`, from z's unit rows made once per generator call), as the host
+    cost of a small network's step is what counts there.
+    """
+    if raw.device.type == "cpu" and not torch.compiler.is_compiling():
+        u = _units(calls, raw, eps)
+        return _grad_raw_host(u if index is None else u.index_select(0, index), raw, weights, scale, eps)
+    z = _noise(calls) if index is None else _noise(calls).index_select(0, index)
+    w = weights if weights is not None else raw.new_ones(()).expand(raw.shape[0])
+    return torch.ops.ogan_plugin.pearson_backward(w, z, raw, eps, scale, False, True)[1]
+
+
+def _grad_raw_host(u: Tensor, raw: Tensor, weights: Optional[Tensor], scale: float, eps: float) -> Tensor:
+    """``d(scale * sum(w * rho(z, raw))) / d raw`` from z's unit rows ``u``: the closed form of
+    :func:`~ogan_plugin.kernels.pearson.pearson_grad_reference` (need_e only), in ``u``'s
+    dtype, with ``raw``'s rows centred and normalised without the reference's overflow guard
+    (raw outputs are far from float32's range)."""
+    e = raw if raw.dtype == u.dtype else raw.to(u.dtype)
+    ec = e - e.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(ec, dim=1, keepdim=True)
+    denom = norm.clamp_min(eps)
+    v = ec.div_(denom)
+    rho = (u * v).sum(dim=1, keepdim=True).mul_(norm >= eps)
+    g = denom.reciprocal_().mul_(scale)
+    if weights is not None:
+        g = g.mul_(weights.to(g.dtype).view(-1, 1))
+    return torch.addcmul(u, rho, v, value=-1).mul_(g).to(raw.dtype)
 
 
 def _loss_scale(scaler: Any) -> Tensor:
@@ -201,10 +234,10 @@ class OGANHook:
         self.backend = backend
         self.z_from = z_from or _default_z
         self.calls = 0
-        self._last: Optional[tuple] = None  # (z_rows, raw, weights, divisor) of the last term, for last_rho
+        self._last: Optional[tuple] = None  # (calls, index, raw, weights, divisor) of the last term, for last_rho
         self._last_rho: Optional[Tensor] = None
         self._record: Optional[GeneratorCall] = None
-        self._stack: list[Optional[tuple[Provenance, float]]] = []  # per discriminator call in progress
+        self._current: Optional[tuple[Provenance, float]] = None  # the discriminator call in progress
         self._unmatched_grad_calls = 0
         self._generator_calls = 0
         self._pending: dict[tuple, Tensor] = {}  # GPU "rows were mixed" flags by op names, read lazily
@@ -214,7 +247,6 @@ class OGANHook:
         self._handles = [
             generator.register_forward_hook(_Relay(generator, self._on_generator, seen), with_kwargs=True),
             inner.register_forward_pre_hook(_Relay(inner, self._on_d_enter, seen), with_kwargs=True),
-            inner.register_forward_hook(_Relay(inner, self._on_d_exit, seen), always_call=True),
             head.register_forward_hook(_Relay(head, self._on_head, seen)),
         ]
 
@@ -232,10 +264,11 @@ class OGANHook:
         read (the training step itself never computes it); ``float(hook.last_rho)`` to log it.
         """
         if self._last is not None:
-            z_rows, raw, weights, divisor = self._last
+            calls, index, raw, weights, divisor = self._last
             with torch.no_grad(), torch.autocast(raw.device.type, enabled=False):
-                rho = pearson_correlation(z_rows, raw, eps=self.eps, backend=self.backend, check_finite=False)
-                self._last_rho = (rho * weights.to(rho.dtype)).sum() / divisor
+                z = _noise(calls) if index is None else _noise(calls).index_select(0, index)
+                rho = pearson_correlation(z, raw, eps=self.eps, backend=self.backend, check_finite=False)
+                self._last_rho = (rho.sum() if weights is None else (rho * weights.to(rho.dtype)).sum()) / divisor
             self._last = None
         return self._last_rho
 
@@ -261,7 +294,7 @@ class OGANHook:
             h.remove()
         self._handles = []
         self._record = None
-        self._stack.clear()
+        self._current = None
         self._pairs.clear()
         if getattr(self.discriminator, "_ogan_hook", None) is self:
             del self.discriminator._ogan_hook
@@ -351,7 +384,7 @@ class OGANHook:
         if not any(type(a) is Tracked for a in args) and not any(type(v) is Tracked for v in kwargs.values()):
             if torch.is_grad_enabled():
                 self._unmatched_grad_calls += 1
-            self._stack.append(None)
+            self._current = None
             return None
         found: Optional[Provenance] = None
         plain_args = []
@@ -366,7 +399,7 @@ class OGANHook:
                 found = found or v.__dict__.get("_ogan_prov")
                 v = untrack(v)
             plain_kwargs[k] = v
-        self._stack.append(self._accept(found))
+        self._current = self._accept(found)
         return tuple(plain_args), plain_kwargs
 
     def _accept(self, prov: Optional[Provenance]) -> Optional[tuple[Provenance, float]]:
@@ -386,15 +419,12 @@ class OGANHook:
             return None
         return prov, (self.corr_weight_g if prov.attached else self.corr_weight)
 
-    def _on_d_exit(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self._stack:
-            self._stack.pop()
-
     def _on_head(self, module: OGANHead, args: tuple, output: Tensor) -> Optional[Tensor]:
-        if not self._stack or self._stack[-1] is None:
+        current = self._current
+        if current is None:
             return None
-        prov, weight = self._stack[-1]
-        self._stack[-1] = None  # one term per discriminator call
+        self._current = None  # one term per discriminator call
+        prov, weight = current
         raw = module.last_raw
         if raw is None or not raw.requires_grad or not torch.is_grad_enabled() or weight == 0:
             return None
@@ -405,48 +435,68 @@ class OGANHook:
                 f"{raw.shape[0]}: the rows cannot be paired with z, so no correlation term was added",
             )
             return None
-        z = prov.calls[0].z if len(prov.calls) == 1 else torch.cat([c.z for c in prov.calls])
-        pairing = self._pair(prov.rows, z, raw)
+        pairing = self._pair(prov, raw)
         if pairing is None:
             return None
-        z_rows, weights, divisor = pairing
+        index, weights, divisor = pairing
         self.calls += 1
-        self._last, self._last_rho = (z_rows, raw.detach(), weights, divisor), None
+        values = raw.detach()
+        self._last, self._last_rho = (prov.calls, index, values, weights, divisor), None
         scaler = self.scaler_g if prov.attached and self.scaler_g is not None else self.scaler
         if scaler is not None and not scaler.is_enabled():
             scaler = None
-        return _CorrelationTerm.apply(output, raw, z_rows, weights, -weight / divisor, self.eps, scaler)
+        grad_raw = _correlation_grad(prov.calls, index, weights, values, -weight / divisor, self.eps)
+        return _CorrelationTerm.apply(output, raw, grad_raw, scaler)
 
-    def _pair(self, rows: Any, z: Tensor, raw: Tensor) -> Optional[tuple[Tensor, Tensor, int]]:
-        """``(z_rows, w, n)``: the z row of each raw row, and the term's per-row weights,
-        ``-corr_weight / n * sum(w * rho)`` being the mean over the fake rows.
+    def _pair(self, prov: Provenance, raw: Tensor) -> Optional[tuple[Optional[Tensor], Optional[Tensor], int]]:
+        """``(index, w, n)``: the row of z for each raw row (None: z's rows in order), and the
+        term's per-row weights (None: all ones), ``-corr_weight / n * sum(w * rho)`` being
+        the mean over the fake rows.
 
-        Host row maps: ``w`` is 1 on fake rows and 0 elsewhere, ``n`` the number of fake
-        rows (for G's own rows in order, ``z`` as it is and a stride-0 ``w``: no copy);
-        device row maps: ``w`` is the fake-row mask over its count (on the device: no
-        synchronisation) and ``n`` 1.  None when no row is a fake.
+        Host row maps: ``w`` is 1 on fake rows and 0 elsewhere and ``n`` the number of fake
+        rows (cached per row map: no copy to the device per call); device row maps: ``w`` is
+        the fake-row mask over its count, on the device (no synchronisation), and ``n`` 1.
+        None when no row is a fake.
         """
-        B = raw.shape[0]
+        rows, B = prov.rows, raw.shape[0]
         if isinstance(rows, tuple):
-            if rows is identity(B) and z.shape[0] == B:
-                return z, raw.new_ones(()).expand(B), B
-            key = (rows, z.shape[0], raw.device)
+            if rows is identity(B) and len(prov.calls) == 1 and prov.calls[0].z.shape[0] == B:
+                return None, None, B  # G's own rows in order: the common case costs nothing
+            key = (rows, raw.device)
             cached = self._pairs.get(key)
             if cached is None:
                 fake = [k for k, r in enumerate(rows) if r >= 0]
                 if not fake:
                     return None
                 index = on_device(tuple(max(r, 0) for r in rows), raw.device)
-                weights = on_device(tuple(1 if r >= 0 else 0 for r in rows), raw.device)
+                weights = None if len(fake) == B else on_device(tuple(1 if r >= 0 else 0 for r in rows), raw.device)
                 cached = self._pairs[key] = (index, weights, len(fake))
                 if len(self._pairs) > 64:
                     self._pairs.popitem(last=False)
-            index, weights, n = cached
-            return z.index_select(0, index), weights, n
+            return cached
         mask = rows >= 0
-        dtype = torch.float64 if torch.float64 in (raw.dtype, z.dtype) else torch.float32
-        weights = mask.to(dtype) / mask.sum().clamp(min=1).to(dtype)
-        return z.index_select(0, rows.clamp(min=0)), weights, 1
+        dtype = torch.float64 if torch.float64 in (raw.dtype, prov.calls[0].z.dtype) else torch.float32
+        return rows.clamp(min=0), mask.to(dtype) / mask.sum().clamp(min=1).to(dtype), 1
+
+
+def _noise(calls: tuple) -> Tensor:
+    """The noise of the generator calls a row map points into, one after the other."""
+    return calls[0].z if len(calls) == 1 else torch.cat([c.z for c in calls])
+
+
+def _units(calls: tuple, raw: Tensor, eps: float) -> Tensor:
+    """Their unit rows (centred, norm floored at ``eps``) in the correlation's compute dtype,
+    computed once per generator call: its D step and G step reuse them."""
+    dtype = torch.float64 if raw.dtype == torch.float64 or calls[0].z.dtype == torch.float64 else torch.float32
+    parts = []
+    for c in calls:
+        u = c.units.get((dtype, eps))
+        if u is None:
+            zc = c.z.to(dtype)
+            zc = zc - zc.mean(dim=1, keepdim=True)  # (noise: no overflow guard needed)
+            u = c.units[(dtype, eps)] = zc.div_(torch.linalg.vector_norm(zc, dim=1, keepdim=True).clamp_min_(eps))
+        parts.append(u)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _fake_of(output: Any) -> tuple[Optional[Tensor], Optional[int]]:

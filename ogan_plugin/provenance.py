@@ -116,6 +116,11 @@ def propagate(func: Callable, args: tuple, kwargs: dict) -> Any:
                 set_provenance(args[0], _attached(written(*args), args[0]), ())
             return None
         out = func(*args, **kwargs)
+        if type(out) is Tensor and len(args) == 1 and not kwargs and name in _SAME_ROWS:
+            # the common one-argument case (detach, contiguous, clone, float, ...): no rule machinery
+            prov = args[0].__dict__.get("_ogan_prov") if isinstance(args[0], Tracked) else None
+            if prov is not None and out.dim() and out.shape[0] == len(prov) and not prov.sample:
+                return set_provenance(out, _attached(prov, out), args)
         if isinstance(out, Tensor):
             outs: Sequence[Any] = (out,)
         elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
@@ -137,7 +142,7 @@ def propagate(func: Callable, args: tuple, kwargs: dict) -> Any:
 
 def _attached(prov: Optional[Provenance], t: Tensor) -> Optional[Provenance]:
     """A result without an autograd graph (``.detach()``, no_grad) no longer feeds G's loss."""
-    return prov.but(prov.rows, attached=False) if prov is not None and prov.attached and not t.requires_grad else prov
+    return prov.detached() if prov is not None and prov.attached and not t.requires_grad else prov
 
 
 def _resolve(op: Op, answer: Any, t: Tensor) -> Optional[Provenance]:
@@ -158,6 +163,13 @@ def _resolve(op: Op, answer: Any, t: Tensor) -> Optional[Provenance]:
     if n == 1:
         return answer.but(repeat(answer.rows, t.shape[0]))
     return lost_rows(op.name, [answer], t.shape[0])
+
+
+#: one-argument ops that keep the rows as they are (propagate's fast path)
+_SAME_ROWS = frozenset(
+    "detach clone contiguous float double half bfloat16 cpu cuda requires_grad_ get_data neg abs sigmoid tanh "
+    "relu exp sqrt".split()
+)
 
 
 # --- names ---------------------------------------------------------------------------------

@@ -61,10 +61,11 @@ def on_host(t: Tensor) -> bool:
 class GeneratorCall:
     """One recorded generator output: its noise ``z`` (detached, ``(B, z_dim)``) and the hook."""
 
-    __slots__ = ("z", "owner", "with_grad", "seen", "__weakref__")
+    __slots__ = ("z", "owner", "with_grad", "seen", "units", "__weakref__")
 
     def __init__(self, z: Tensor, owner: Any, with_grad: bool) -> None:
         self.z = z
+        self.units: dict = {}  # z's unit rows by (dtype, eps), for hook mode's host path
         self.owner = owner  # the OGANHook that recorded it (other hooks ignore its rows)
         self.with_grad = with_grad  # made with autograd on (a generator step's output)
         self.seen = False  # a discriminator call received rows of it
@@ -91,7 +92,7 @@ class Provenance:
     Immutable: the rules make new ones.
     """
 
-    __slots__ = ("calls", "rows", "attached", "lost", "flag", "flag_ops", "sample", "ndim")
+    __slots__ = ("calls", "rows", "attached", "lost", "flag", "flag_ops", "sample", "ndim", "_detached")
 
     def __init__(
         self,
@@ -106,6 +107,15 @@ class Provenance:
     ) -> None:
         self.calls, self.rows, self.attached = calls, rows, attached
         self.lost, self.flag, self.flag_ops, self.sample, self.ndim = lost, flag, flag_ops, sample, ndim
+        self._detached: Optional[Provenance] = None
+
+    def detached(self) -> "Provenance":
+        """The same rows, no longer feeding the generator's loss (``.detach()``; made once)."""
+        if not self.attached:
+            return self
+        if self._detached is None:
+            self._detached = self.but(self.rows, attached=False)
+        return self._detached
 
     def __len__(self) -> int:
         return len(self.rows) if isinstance(self.rows, tuple) else int(self.rows.shape[0])
@@ -116,7 +126,7 @@ class Provenance:
 
     def but(self, rows: Rows, **changes: Any) -> "Provenance":
         """A copy with other ``rows`` (and other fields as given)."""
-        fields = {s: getattr(self, s) for s in self.__slots__}
+        fields = {s: getattr(self, s) for s in self.__slots__ if s != "_detached"}
         fields.update(rows=rows, **changes)
         return Provenance(**fields)
 
