@@ -154,6 +154,7 @@ class _Relay:
         self.fn = fn
         self.on_replica = on_replica
 
+    @torch.compiler.disable  # Python bookkeeping: run eagerly (a graph break) under torch.compile
     def __call__(self, module: nn.Module, *args: Any) -> Any:
         if module is not self.owner():
             if getattr(module, "_is_replica", False):

@@ -63,6 +63,7 @@ class Tracked(Tensor):
     """
 
     @classmethod
+    @torch.compiler.disable  # the row rules are Python bookkeeping: eager (a graph break) under torch.compile
     def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
         return propagate(func, args, kwargs or {})
 

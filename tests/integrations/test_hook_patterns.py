@@ -282,3 +282,31 @@ def test_last_rho_is_the_mean_over_the_fake_rows() -> None:
         want = ogan_plugin.pearson_correlation(z[1:5], D.decompose(fake[1:5].detach()).raw).mean()
         torch.testing.assert_close(hook.last_rho, want)
         assert math.isfinite(float(hook.last_rho))
+
+
+def test_torch_compile_of_the_loop_gives_the_eager_gradients() -> None:
+    """Under torch.compile of a whole step, hook mode's hooks and the ops on tracked tensors
+    run eagerly (graph breaks, docs/hook-mode.md): the gradients are the eager ones."""
+
+    def grads(compiled: bool):
+        G, D = hp.pair(dtype=torch.float32)
+        z, real = data(dtype=torch.float32)
+        hook = ogan_plugin.attach(D, G)
+
+        def losses(noise):
+            fake = G(noise)
+            loss_d = D(real).mean() - D(torch.flip(fake.detach(), dims=(3,))).mean()
+            return loss_d, D(fake).mean()
+
+        loss_d, loss_g = (torch.compile(losses) if compiled else losses)(z)
+        loss_d.backward()
+        g_d = [p.grad.clone() for p in D.parameters()]
+        D.zero_grad()
+        loss_g.backward()
+        assert hook.calls == 2
+        hook.detach()
+        return g_d + [p.grad.clone() for p in G.parameters()]
+
+    torch._dynamo.reset()
+    for a, b in zip(grads(True), grads(False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
