@@ -6,9 +6,12 @@ Adam for each, BCE with logits, the PyTorch DCGAN example's order (D(real), G(z)
 D(fake.detach()), backward, step; D(fake), backward, step).  Variants: ``plain``;
 ``wrapped`` (``wrap(D, 16)``, no hook: the widened head alone); ``hook``
 (``wrap(D, 16, generator=G)``); ``augmented`` and ``augmented-hook`` (every D input through a
-DiffAugment-style translation).  Rounds alternate the variants' order; medians::
+DiffAugment-style translation).  Rounds alternate the variants' order; medians.
+``--pair dcgan32``: the DCGAN-like 32x32 pair of ``ogan-plugin bench --step`` instead
+(batch 64, z 128), to see the same fixed cost against a real step::
 
     python benchmarks/hook_cost.py --rounds 31
+    python benchmarks/hook_cost.py --pair dcgan32 --rounds 7 --steps 3 --warmup 3 --variants plain wrapped hook
 """
 
 from __future__ import annotations
@@ -35,23 +38,30 @@ def translate(x: torch.Tensor) -> torch.Tensor:
     return pad.permute(0, 2, 3, 1)[gb, (gx + tx + 1).clamp(0, h + 1), (gy + ty + 1).clamp(0, w + 1)].permute(0, 3, 1, 2)
 
 
-def make_step(variant: str):
+def make_step(variant: str, pair: str = "tiny"):
     torch.manual_seed(0)
-    G = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
-    D = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1))
+    if pair == "tiny":
+        nz, batch, shape = 16, 16, (1, 8, 8)
+        G = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Unflatten(1, shape))
+        D = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1))
+    else:
+        from ogan_plugin.bench.step import dcgan32_pair
+
+        nz, batch, shape = 128, 64, (3, 32, 32)
+        G, D = dcgan32_pair(nz)
     if variant != "plain" and variant != "augmented":
-        D = ogan_plugin.wrap(D, z_dim=16, generator=G if variant.endswith("hook") else None)
+        D = ogan_plugin.wrap(D, z_dim=nz, generator=G if variant.endswith("hook") else None)
     aug = translate if variant.startswith("augmented") else (lambda x: x)
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     criterion = nn.BCEWithLogitsLoss()
-    real = torch.rand(16, 1, 8, 8) * 2 - 1
-    ones, zeros = torch.ones(16), torch.zeros(16)
+    real = torch.rand(batch, *shape) * 2 - 1
+    ones, zeros = torch.ones(batch), torch.zeros(batch)
 
     def step() -> None:
         D.zero_grad()
         criterion(D(aug(real)).view(-1), ones).backward()
-        fake = G(torch.randn(16, 16))
+        fake = G(torch.randn(batch, nz))
         criterion(D(aug(fake.detach())).view(-1), zeros).backward()
         opt_d.step()
         G.zero_grad()
@@ -68,9 +78,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per variant per round (default 50)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps per variant first (default 30)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--pair", choices=("tiny", "dcgan32"), default="tiny", help="the networks (default tiny)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    steps = {v: make_step(v) for v in args.variants}
+    steps = {v: make_step(v, args.pair) for v in args.variants}
     for v in args.variants:
         for _ in range(args.warmup):
             steps[v]()

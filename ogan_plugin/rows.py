@@ -267,7 +267,7 @@ def gather(name: str, prov: Provenance, index: Tensor) -> Provenance:
         lo, hi = flat.amin(dim=1), flat.amax(dim=1)
         same = lo == hi
         rows, mixed = torch.where(same, lo, -1), ~(same | (hi < 0)).all()
-    if on_host(index):
+    if on_host(full):  # (a device row map indexed by a CPU index stays on its device)
         lost = prov.lost + ((name,) if mixed is not None and bool(mixed) else ())
         return prov.but(tuple(rows.tolist()), lost=tuple(dict.fromkeys(lost)))
     if mixed is None:

