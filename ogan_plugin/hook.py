@@ -79,6 +79,11 @@ from ogan_plugin.rows import CHECK_EVERY, GeneratorCall, Provenance, identity, o
 __all__ = ["OGANHook", "attach", "detach"]
 
 
+#: on the CPU, the term's gradient in closed form here (False: the operator, as on a GPU;
+#: the tests use it to run the operator path on the CPU)
+HOST_GRADIENT = True
+
+
 class _CorrelationTerm(torch.autograd.Function):
     """Identity on the score; its backward adds ``grad_raw``, the correlation term's gradient
     computed in the forward (it depends on ``raw``'s value and ``z`` only), to ``raw``'s
@@ -108,7 +113,7 @@ def _correlation_grad(calls: tuple, index: Optional[Tensor], weights: Optional[T
     (:func:`_grad_raw_host`, from z's unit rows made once per generator call), as the host
     cost of a small network's step is what counts there.
     """
-    if raw.device.type == "cpu" and not torch.compiler.is_compiling():
+    if HOST_GRADIENT and raw.device.type == "cpu" and not torch.compiler.is_compiling():
         u = _units(calls, raw, eps)
         return _grad_raw_host(u if index is None else u.index_select(0, index), raw, weights, scale, eps)
     z = _noise(calls) if index is None else _noise(calls).index_select(0, index)

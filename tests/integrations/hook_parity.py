@@ -40,13 +40,13 @@ class ImageG(nn.Module):
         return (x, z.pow(2).sum(1)) if self.tuple_output else x
 
 
-def pair(channels: int = 3, size: int = 8, dtype: torch.dtype = torch.float64, tuple_output: bool = False):
+def pair(channels: int = 3, size: int = 8, dtype: torch.dtype = torch.float64, tuple_output: bool = False, device: str = "cpu"):
     """A generator and a wrapped conv discriminator (its head a Linear), in ``dtype``."""
     torch.manual_seed(0)
-    G = ImageG(channels, size, tuple_output).to(dtype)
+    G = ImageG(channels, size, tuple_output).to(dtype=dtype, device=device)
     D = nn.Sequential(
         nn.Conv2d(channels, 6, 3, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(6 * (size // 2) ** 2, 1)
-    ).to(dtype)
+    ).to(dtype=dtype, device=device)
     return G, ogan_plugin.wrap(D, z_dim=NZ)
 
 
@@ -75,7 +75,7 @@ def step_grads(
         out = G(z)
         fake = out[0] if isinstance(out, (tuple, list)) else out
         reseed(seed + (step == "g"))
-        loss = torch.zeros((), dtype=z.dtype)
+        loss = torch.zeros((), dtype=z.dtype, device=z.device)
         for x, fake_rows, z_rows in pattern(fake.detach() if step == "d" else fake, real):
             if reference_weight is None:
                 output = call(D, x)
@@ -85,7 +85,8 @@ def step_grads(
                 if len(fake_rows):
                     loss = loss + ogan_plugin.correlation_loss(z[list(z_rows)], dec.raw[list(fake_rows)], reference_weight)
             output = output[0] if isinstance(output, (tuple, list)) else output  # a tuple output's logits
-            loss = loss + F.binary_cross_entropy_with_logits(output.reshape(-1), torch.full((x.shape[0],), target, dtype=output.dtype))
+            target_t = torch.full((x.shape[0],), target, dtype=output.dtype, device=output.device)
+            loss = loss + F.binary_cross_entropy_with_logits(output.reshape(-1), target_t)
         loss.backward()
         net = D if step == "d" else G
         grads += [p.grad.clone() for p in net.parameters() if p.grad is not None]
