@@ -76,6 +76,9 @@ class Tracked(Tensor):
     def __reduce_ex__(self, protocol: Any) -> Any:
         return untrack(self).__reduce_ex__(protocol)
 
+    def __repr__(self, **kwargs: Any) -> str:  # prints as the tensor it is
+        return untrack(self).__repr__(**kwargs)
+
 
 def track(t: Tensor, prov: Provenance) -> Tensor:
     """An alias of ``t`` (same storage and autograd graph) that carries ``prov``."""

@@ -163,7 +163,7 @@ def test_untracked_results_stay_plain_and_inputs_are_not_changed() -> None:
     assert type(x.new_zeros(2)) is torch.Tensor
     assert type(torch.cat([x, real])[B:]) is torch.Tensor  # reals only: no longer followed
     assert isinstance(x.sum().item(), float) and type(x.sum()) is torch.Tensor
-    assert x.shape == (B, 3, 5, 5) and len(x) == B
+    assert x.shape == (B, 3, 5, 5) and len(x) == B and repr(x).startswith("tensor(")
 
 
 def test_copies_pickles_and_aliases() -> None:
