@@ -50,9 +50,11 @@ pass ``scaler=`` (and ``scaler_g=`` when the generator's step has its own).  A b
 with ``create_graph=True`` (a gradient penalty's ``autograd.grad``) gets no term: it
 computes input gradients, not a loss.
 
-What is not followed: writing fakes into another tensor (``buffer[:n] = fake``), NumPy
-round trips, and in-place writes through a view.  Rows whose provenance was lost get no
-term; to add it yourself, once per loss::
+A plain tensor fakes are written into (``buffer[:n] = fake``, ``out[i] = crop``,
+``buffer.copy_(fake)``) follows them from then on.  Not followed: NumPy or list round
+trips, and writes through a view of a plain tensor (``buffer[:n].copy_(fake)``: only the
+view is written to).  Rows whose provenance was lost get no term; to add it yourself, once
+per loss::
 
     out = netD.decompose(x_as_d_sees_it)
     loss = your_loss(out.output) + ogan_plugin.correlation_loss(z_rows, out.raw[fake_rows], 0.5)
@@ -351,8 +353,8 @@ class OGANHook:
             self._warn_once(
                 "unseen",
                 "ogan_plugin hook mode: the discriminator ran since the generator's last output but never on "
-                "a tensor made from it that hook mode could follow (fakes written into another tensor, a "
-                "NumPy round trip), so no correlation term was added: add "
+                "a tensor made from it that hook mode could follow (a NumPy or list round trip, a write "
+                "through a view), so no correlation term was added: add "
                 "ogan_plugin.correlation_loss(z, netD.decompose(x_fake).raw) to your losses instead.",
             )
         self._record = None

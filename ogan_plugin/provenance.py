@@ -23,7 +23,9 @@ The rules, by operation (the name torch gives the function or method):
   ``-1``); ``flip``/``roll`` over dimension 0; indexing dimension 0 by an int, a list, a
   mask or index tensors (DiffAugment indexes with ``meshgrid(arange(B), ...)``: each output
   row keeps its source when all its entries come from one row), ``index_select``;
-  in-place writes into a tracked tensor (``x[mask] = y``, kornia's ``out[to_apply] = ...``);
+  in-place writes (``x[mask] = y``, kornia's ``out[to_apply] = ...``, ``buffer.copy_(fake)``;
+  a plain tensor fakes are written into becomes tracked, and keeps only the generator calls
+  its rows still point into);
 * **lost** (those rows become ``-1``; the op is named in a warning if D sees them): two
   different row maps combined elementwise (mixup: ``lam * x + (1 - lam) * x[perm]``), a
   fake combined additively (``add``, ``sub``, ``lerp``, ``where``, ``maximum``, ...) with
@@ -33,8 +35,9 @@ The rules, by operation (the name torch gives the function or method):
   dimension 0, and every operation the rules do not know.
 
 Untracked operands with one entry per sample (``(B, 1, 1, 1)`` random factors, cutout
-masks, a ``grid_sample`` grid) or none (constants, weights) do not mix rows.  Writes of
-fakes into an untracked tensor (``buffer[:n] = fake``) are not followed.
+masks, a ``grid_sample`` grid) or none (constants, weights) do not mix rows.  Writes through
+a view of a plain tensor (``buffer[:n].copy_(fake)``) are not followed: only the view is
+written to.
 """
 
 from __future__ import annotations
@@ -116,8 +119,8 @@ def propagate(func: Callable, args: tuple, kwargs: dict) -> Any:
     with _disabled():  # the rules read shapes and flags without coming back here
         if name == "setitem":
             func(*args, **kwargs)
-            if type(args[0]) is Tracked:  # writes into untracked tensors are not followed
-                set_provenance(args[0], _attached(written(*args), args[0]), ())
+            if type(args[0]) is Tracked or (type(args[0]) is Tensor and provenance(args[2]) is not None):
+                _adopt(args[0], _attached(written(*args), args[0]))  # (kornia: out[i] = crop)
             return None
         out = func(*args, **kwargs)
         if type(out) is Tensor and len(args) == 1 and not kwargs and name in _SAME_ROWS:
@@ -137,11 +140,26 @@ def propagate(func: Callable, args: tuple, kwargs: dict) -> Any:
         if not op.provs:
             return out
         answer = rule_for(func, name)(op)
+        if name == "copy_" and out is args[0] and type(out) is Tensor and args[0].dim():
+            _adopt(out, _attached(_resolve(op, answer, out), out))  # buffer.copy_(fake): it holds fakes now
+            return out
         answers = answer if isinstance(answer, list) else [answer] * len(outs)
         for t, a in zip(outs, answers):
             if isinstance(t, Tensor):
                 set_provenance(t, _attached(_resolve(op, a, t), t), operands)
         return out
+
+
+def _adopt(t: Tensor, prov: Optional[Provenance]) -> None:
+    """A tensor fakes were written into (a plain ``torch.Tensor``, or a tracked one) carries the
+    rows it holds now: a plain one becomes :class:`Tracked` in place.  Not a parameter, not a
+    tensor subclass (their class is theirs), not a view's base (a write through a view of a
+    plain tensor is not followed: only the view is the written object)."""
+    if type(t) is Tracked:
+        t._ogan_prov = prov if prov is not None and prov.alive() else None
+    elif type(t) is Tensor and prov is not None and prov.alive():
+        t.__class__ = Tracked
+        t._ogan_prov = prov
 
 
 def _attached(prov: Optional[Provenance], t: Tensor) -> Optional[Provenance]:

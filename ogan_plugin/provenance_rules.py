@@ -20,6 +20,7 @@ from torch import Tensor
 from ogan_plugin.rows import (
     Provenance,
     cat_rows,
+    compact,
     gather,
     grouped,
     interleave,
@@ -444,7 +445,7 @@ def _device_write(base: Provenance, positions: Any, new: Optional[Provenance], n
         return base.but(rows)
     calls, (_, vrows) = unify([base, new])
     rows[index] = on_device(vrows, device)
-    return base.but(rows, calls=calls, attached=base.attached or new.attached)
+    return compact(base.but(rows, calls=calls, attached=base.attached or new.attached))
 
 
 def _scatter(op: Op) -> Any:
@@ -525,9 +526,10 @@ def _aten_pointwise(name: str) -> bool:
 
 
 def written(x: Tensor, index: Any, value: Any) -> Optional[Provenance]:
-    """The provenance of a tracked ``x`` after ``x[index] = value``: the written rows take the
-    value's rows (whole rows), keep theirs (a constant in part of each row: cutout), or lose
-    them (other data written into part of them)."""
+    """The provenance of ``x`` after ``x[index] = value``: the written rows take the value's
+    rows (whole rows), keep theirs (a constant in part of each row: cutout), or lose them
+    (other data written into part of them).  For an ``x`` that was not tracked, its other
+    rows are not fakes."""
     p, q = provenance(x), provenance(value)
     if p is None and q is None:
         return None
@@ -568,5 +570,5 @@ def written(x: Tensor, index: Any, value: Any) -> Optional[Provenance]:
         vrows = vrows * len(positions) if len(vrows) == 1 else vrows
         for k, r in zip(positions, vrows):
             rows[k] = r if whole or rows[k] == r else -1
-        return base.but(tuple(rows), calls=calls, attached=base.attached or new.attached)
+        return compact(base.but(tuple(rows), calls=calls, attached=base.attached or new.attached))
     return base.but(tuple(rows), lost=lost)

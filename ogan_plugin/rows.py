@@ -27,6 +27,7 @@ __all__ = [
     "GeneratorCall",
     "Provenance",
     "cat_rows",
+    "compact",
     "gather",
     "grouped",
     "identity",
@@ -219,6 +220,31 @@ def unify(provs: Sequence[Provenance]) -> tuple[tuple, list]:
             union.extend(p.calls)
         out.append(shift(p.rows, sum(int(c.z.shape[0]) for c in union[:start])))
     return tuple(union), out
+
+
+def compact(prov: Provenance, limit: int = 16) -> Provenance:
+    """Drop the generator calls no row points into any more (a buffer written with fakes step
+    after step would otherwise keep every call's ``z``).  A device row map cannot be read
+    without a synchronisation: past ``limit`` calls its rows are given up as lost instead."""
+    calls = prov.calls
+    if len(calls) <= 1:
+        return prov
+    if not isinstance(prov.rows, tuple):
+        return prov if len(calls) <= limit else lost_rows("setitem", [prov], len(prov))
+    starts, total = [], 0
+    for c in calls:
+        starts.append(total)
+        total += int(c.z.shape[0])
+    owner = [next(k for k in range(len(calls) - 1, -1, -1) if r >= starts[k]) if r >= 0 else -1 for r in prov.rows]
+    used = sorted({k for k in owner if k >= 0})
+    if len(used) == len(calls):
+        return prov
+    new_start, offset = {}, 0
+    for k in used:
+        new_start[k] = offset
+        offset += int(calls[k].z.shape[0])
+    rows = tuple(r - starts[k] + new_start[k] if k >= 0 else -1 for r, k in zip(prov.rows, owner))
+    return prov.but(rows, calls=tuple(calls[k] for k in used))
 
 
 def merge(name: str, provs: Sequence[Provenance], n: int, device: torch.device) -> Provenance:

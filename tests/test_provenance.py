@@ -144,9 +144,31 @@ def test_in_place_writes() -> None:
     assert rows(x) == (-1, 1, 3, 3)
     x[:, :, :2] = torch.randn(B, 3, 2, 5)  # other data into part of every row
     assert rows(x) == (-1, -1, -1, -1) and provenance(x).lost == ("setitem",)
-    buf = torch.zeros(B, 3, 5, 5)
-    buf[:] = tracked()  # writes into untracked tensors are not followed
-    assert type(buf) is torch.Tensor
+    buf = torch.zeros(B + 1, 3, 5, 5)
+    fake = tracked(attached=False)
+    for i in (3, 1):
+        buf[i] = fake[i]  # a plain tensor fakes are written into row by row (kornia's crops) follows them
+    assert type(buf) is Tracked and rows(buf) == (-1, 1, -1, 3, -1)
+    other = torch.zeros(B, 3, 5, 5)
+    other.copy_(fake.flip(0))
+    assert type(other) is Tracked and rows(other) == (3, 2, 1, 0)
+    view_base = torch.zeros(B, 3, 5, 5)
+    view_base[1:3].copy_(fake[:2])  # through a view: only the view object is written, not followed
+    assert type(view_base) is torch.Tensor
+    weight = torch.nn.Parameter(torch.zeros(B, 3, 5, 5), requires_grad=False)
+    weight[:] = fake  # a parameter keeps its class
+    assert type(weight) is torch.nn.Parameter
+
+
+def test_a_buffer_written_step_after_step_keeps_only_the_calls_its_rows_point_into() -> None:
+    buffer = torch.zeros(4, 2)
+    for step in range(50):
+        call = GeneratorCall(torch.randn(2, 8), None, False)
+        fake = track(torch.randn(2, 2), Provenance((call,), identity(2), False))
+        buffer[(2 * step) % 4 : (2 * step) % 4 + 2] = fake  # a replay buffer of the last two batches
+    p = provenance(buffer)
+    assert len(p.calls) == 2 and p.rows in ((0, 1, 2, 3), (2, 3, 0, 1))
+    assert p.calls[-1] is call
 
 
 def test_detach_and_no_grad_results_no_longer_feed_the_generator() -> None:

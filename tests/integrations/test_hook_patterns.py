@@ -253,10 +253,36 @@ def test_an_unknown_op_is_named() -> None:
     assert hook.calls == 0
 
 
-def test_fakes_written_into_an_untracked_tensor_are_not_followed_and_warn() -> None:
+def test_fakes_written_into_a_buffer_are_followed() -> None:
+    """A plain tensor the fakes are written into (``out[i] = crop``, ``buffer.copy_(fake)``)
+    follows them: kornia's crops write into one when the input has no graph."""
+
+    def buffered(f, r):
+        out = torch.empty(B + 2, *f.shape[1:], dtype=f.dtype)
+        out[:2] = r[:2]
+        for i in range(B):
+            out[2 + i] = f[B - 1 - i]
+        return one(out, range(2, 2 + B), reversed(range(B)))
+
+    G, D = hp.pair()
+    z, real = data()
+    with ogan_plugin.attach(D, G) as hook:  # D's step only: writing into a plain buffer cuts G's graph
+        x = buffered(G(z).detach(), real)[0][0]
+        D.zero_grad()
+        D(x).sum().backward()
+        got = [p.grad.clone() for p in D.parameters()]
+        assert hook.calls == 1
+    D.zero_grad()
+    dec = D.decompose(x.detach())
+    (dec.output.sum() + ogan_plugin.correlation_loss(z.flip(0), dec.raw[2:], 0.5)).backward()
+    for a, b in zip(got, [p.grad for p in D.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_fakes_that_leave_torch_are_not_followed_and_warn() -> None:
     G, D = hp.pair()
     z, _ = data()
-    for transform in (lambda f: torch.empty(f.shape, dtype=f.dtype).copy_(f), lambda f: torch.from_numpy(f.detach().numpy())):
+    for transform in (lambda f: torch.from_numpy(f.detach().numpy().copy()), lambda f: torch.tensor(f.tolist(), dtype=f.dtype)):
         with ogan_plugin.attach(D, G) as hook:
             D(transform(G(z))).sum().backward()
             assert hook.calls == 0 and hook.last_rho is None

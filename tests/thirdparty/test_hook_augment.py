@@ -95,3 +95,28 @@ def test_augwrapper_augments_then_calls_the_wrapped_discriminator(lightweight_ga
         assert hook.calls == 2
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name, kept",
+    [("RandomRotation", True), ("RandomPerspective", True), ("RandomResizedCrop", True), ("RandomCrop", True),
+     ("RandomErasing", True), ("RandomGrayscale", True), ("RandomSharpness", True), ("ColorJiggle", True),
+     ("RandomGaussianNoise", False), ("RandomGaussianBlur", False), ("RandomMixUpV2", False)],
+)
+def test_kornia_transforms_keep_or_lose_the_rows_as_documented(name, kept):
+    """What docs/hook-mode.md says of each kornia transform (rows kept, or lost and named)."""
+    K = pytest.importorskip("kornia.augmentation")
+    from ogan_plugin.provenance import track
+    from ogan_plugin.rows import GeneratorCall, Provenance, identity, provenance
+
+    args = {"RandomRotation": (20.0,), "RandomPerspective": (0.3,), "RandomResizedCrop": ((16, 16),), "RandomCrop": ((12, 12),),
+            "RandomGaussianBlur": ((3, 3), (0.1, 2.0)), "ColorJiggle": (0.3, 0.3, 0.3, 0.1)}.get(name, ())
+    kwargs = {} if name == "RandomMixUpV2" else {"p": 0.7}
+    torch.manual_seed(0)
+    x = track(torch.rand(B, 3, 16, 16), Provenance((GeneratorCall(torch.randn(B, 4), None, False),), identity(B), False))
+    out = getattr(K, name)(*args, **kwargs)(x)
+    p = provenance(out[0] if isinstance(out, (tuple, list)) else out)
+    if kept:
+        assert p.rows == identity(B) and not p.lost
+    else:
+        assert p.lost and min(p.rows) == -1
