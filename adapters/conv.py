@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ogan_plugin.head import CONV_TYPES, Adaptation, OGANHead, find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
+from ogan_plugin.head import Adaptation, OGANHead
+from ogan_plugin.layers import CONV_TYPES, find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
 from ogan_plugin.hookspecs import hookimpl
 
 

@@ -5,7 +5,7 @@ StyleGAN2-ADA's ``FullyConnectedLayer`` (``addmm`` with ``weight_gain`` and
 their parameters at run time, so copying the weight into an ``nn.Linear`` would change
 the score.  This adapter keeps the module and its forward, and grows its rows:
 
-1. **Recognise by structure** (:func:`ogan_plugin.head.custom_linear_rows`): the module's
+1. **Recognise by structure** (:func:`ogan_plugin.layers.custom_linear_rows`): the module's
    own parameters are a 2-D ``weight`` with one row and optionally a ``bias`` of shape
    ``(1,)``; its submodules hold no parameters.  The class name plays no part.
 2. **Probe what it computes**, on a float64 copy (the module itself is not touched):
@@ -16,7 +16,7 @@ the score.  This adapter keeps the module and its forward, and grows its rows:
 3. **Widen**: a copy of the module whose weight has ``z_dim`` rows, the old row plus
    perturbations that sum to zero (scaled by the measured gain, so that the code part
    starts at a fresh layer's scale), and whose bias repeats the old one
-   (:func:`ogan_plugin.head.new_layer_like`, which also updates an ``out_features``-like
+   (:func:`ogan_plugin.layers.new_layer_like`, which also updates an ``out_features``-like
    integer attribute).
 4. **Check**: on random inputs the widened copy's outputs have shape ``(B, z_dim)`` and
    their mean equals the old output (relative 1e-9 for float64 layers, 1e-5 for float32).
@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.head import Adaptation, OGANHead, centered_rows, custom_linear_rows, find_scalar_head, new_layer_like
+from ogan_plugin.head import Adaptation, OGANHead
+from ogan_plugin.layers import centered_rows, custom_linear_rows, find_scalar_head, new_layer_like
 from ogan_plugin.hookspecs import hookimpl
 
 __all__ = ["widen_custom_linear"]

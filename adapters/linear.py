@@ -1,7 +1,7 @@
 """Adapter for discriminators whose score comes from a final ``nn.Linear(in, 1)``.
 
 Covers MLPs, conv + flatten + linear discriminators, ``nn.Sequential`` endings and custom
-forwards with a final linear attribute (found by :func:`ogan_plugin.head.find_scalar_head`).
+forwards with a final linear attribute (found by :func:`ogan_plugin.layers.find_scalar_head`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ogan_plugin.head import Adaptation, OGANHead, find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
+from ogan_plugin.head import Adaptation, OGANHead
+from ogan_plugin.layers import find_scalar_head, has_plain_forward, is_spectral_normed, widen_layer
 from ogan_plugin.hookspecs import hookimpl
 
 

@@ -18,40 +18,27 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import parametrize
 
-from ogan_plugin.head import (
+from ogan_plugin.head import Adaptation, OGANHead
+from ogan_plugin.hookspecs import hookimpl
+from ogan_plugin.layers import (
     CONV_TYPES,
-    Adaptation,
-    OGANHead,
     centered_rows,
     find_scalar_head,
     has_plain_forward,
     is_spectral_normed,
     new_layer_like,
     out_features,
+    spectral_norm_of,
 )
-from ogan_plugin.hookspecs import hookimpl
 
-
-def _spectral_norm_of(layer: nn.Module):
-    """(style, hook or parametrization object) of the layer's spectral norm."""
-    from torch.nn.utils.parametrizations import _SpectralNorm
-    from torch.nn.utils.spectral_norm import SpectralNorm
-
-    if parametrize.is_parametrized(layer, "weight"):
-        for p in layer.parametrizations.weight:
-            if isinstance(p, _SpectralNorm):
-                return "parametrization", p
-    for h in layer._forward_pre_hooks.values():
-        if isinstance(h, SpectralNorm):
-            return "hook", h
-    raise ValueError("layer has no spectral norm")
+#: the former name (tests and plugins may use it)
+_spectral_norm_of = spectral_norm_of
 
 
 def effective_weight(layer: nn.Module) -> torch.Tensor:
     """The weight the layer uses in eval mode: ``W_orig / (u^T W_orig v)`` (no iteration)."""
-    style, sn = _spectral_norm_of(layer)
+    style, sn = spectral_norm_of(layer)
     if style == "parametrization":
         w_orig = layer.parametrizations.weight.original
         u, v = sn._u, sn._v
@@ -65,7 +52,7 @@ def effective_weight(layer: nn.Module) -> torch.Tensor:
 
 def widen_spectral_normed(layer: nn.Module, z_dim: int) -> OGANHead:
     """Build the widened, spectral-normed head described in the module docstring."""
-    style, sn = _spectral_norm_of(layer)
+    style, sn = spectral_norm_of(layer)
     w_eff = effective_weight(layer)  # (1, ...) float64
     row = w_eff.flatten()
     r = row.norm()

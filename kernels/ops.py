@@ -160,6 +160,19 @@ correlation_loss.register_autograd(_correlation_loss_autograd, setup_context=_co
 _OBJECTIVE_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
+def _own(outputs: Any) -> _OBJECTIVE_OUT:
+    """Outputs as a custom operator must return them: contiguous, none sharing memory with
+    another (the launcher and the CPU path hand out rows of one buffer for the losses and the
+    slopes).  Compared by storage: under inference mode a view does not know it is one."""
+    seen: set[int] = set()
+    owned = []
+    for t in outputs:
+        ptr = t.untyped_storage().data_ptr()
+        owned.append(t.clone() if ptr in seen else t.contiguous())
+        seen.add(ptr)
+    return tuple(owned)  # type: ignore[return-value]
+
+
 @torch.library.custom_op("ogan_plugin::ogan_objective", mutates_args=())
 def ogan_objective(
     e_real: Tensor,
@@ -173,7 +186,7 @@ def ogan_objective(
 ) -> _OBJECTIVE_OUT:
     """The objective for ``loss`` in ``("qp", "hinge")`` (CPU: the torch reference in closed form)."""
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
-    return tuple(t.contiguous() for t in _single_loss.ogan_objective_reference(*args))
+    return _own(_single_loss.ogan_objective_reference(*args))
 
 
 @ogan_objective.register_kernel("cuda")
@@ -189,8 +202,8 @@ def _ogan_objective_cuda(
 ) -> _OBJECTIVE_OUT:
     args = (e_real, e_fake, z, dist, loss, corr_weight, corr_weight_g, eps)
     if not _single_loss.is_fused(loss, dist, e_real, e_fake, z):
-        return tuple(t.contiguous() for t in _single_loss.ogan_objective_reference(*args))
-    return tuple(t.contiguous() for t in _single_loss.ogan_objective_forward(*args))
+        return _own(_single_loss.ogan_objective_reference(*args))
+    return _own(_single_loss.ogan_objective_forward(*args))
 
 
 @ogan_objective.register_fake

@@ -9,9 +9,10 @@ the public API.
 from ogan_plugin import augment
 from ogan_plugin.augment import RandomTranslate
 from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
-from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead, wrap
+from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead
 from ogan_plugin.hookspecs import hookimpl
-from ogan_plugin.integrations.hook import OGANHook, attach, detach
+from ogan_plugin.hook import OGANHook, attach, detach
+from ogan_plugin.integrations.trainers import enable
 from ogan_plugin.losses import (
     AdversarialLoss,
     OGANLoss,
@@ -31,6 +32,7 @@ from ogan_plugin.ema import EMA
 from ogan_plugin.step import SingleLossStep, StepResult
 from ogan_plugin.training import SingleLossOutput, single_loss
 from ogan_plugin.registry import Backend, BackendUnavailableError, get_registry
+from ogan_plugin.wrapping import from_state_dict, wrap
 
 __version__ = "0.2.0"
 
@@ -45,6 +47,7 @@ __all__ = [
     "OGANHead",
     "RandomTranslate",
     "EMA",
+    "from_state_dict",
     "SingleLossOutput",
     "SingleLossStep",
     "StepResult",
@@ -52,6 +55,7 @@ __all__ = [
     "OGANHook",
     "attach",
     "detach",
+    "enable",
     "OGANLoss",
     "OGANLossTerms",
     "bce_d_loss",

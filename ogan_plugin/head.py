@@ -1,24 +1,44 @@
-"""The widened head, the wrapped discriminator and :func:`wrap`.
+"""The widened head and the wrapped discriminator.
 
-``wrap(D, z_dim)`` asks the adapters (``ogan_adapt_discriminator`` hook) to recognise D's
-scalar head, replaces that head **in place** with an :class:`OGANHead` of ``z_dim``
-outputs, and returns an :class:`OGANDiscriminator` around D.  The head returns the mean
-of its outputs in the old head's output shape, so whatever D's forward does after it
-(a Sigmoid, a ``view(-1)``) still works and calling the wrapped module gives the same
-kind of score as before.  The head keeps its last raw output for :meth:`decompose`.
+:func:`ogan_plugin.wrap` (in :mod:`ogan_plugin.wrapping`) asks the adapters
+(``ogan_adapt_discriminator`` hook) to recognise D's scalar head, replaces that head
+**in place** with an :class:`OGANHead` of ``z_dim`` outputs, and returns an
+:class:`OGANDiscriminator` around D.  The head returns the mean of its outputs in the old
+head's output shape, so whatever D's forward does after it (a Sigmoid, a ``view(-1)``)
+still works and calling the wrapped module gives the same kind of score as before.  The
+head keeps its last raw output for :meth:`OGANDiscriminator.decompose`.
+
+The layer helpers adapters use (:func:`find_scalar_head`, :func:`widen_layer`,
+:func:`centered_rows`, ...) live in :mod:`ogan_plugin.layers`; they are importable from
+here too, as plugins written for 0.2 import them.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.layers import (  # noqa: F401  (re-exported: plugins import these from here)
+    CONV_TYPES,
+    OUTPUT_COUNT_ATTRIBUTES,
+    centered_rows,
+    conv_spatial_dims,
+    custom_linear_rows,
+    find_scalar_head,
+    has_plain_forward,
+    is_spectral_normed,
+    new_layer_like,
+    out_features,
+    set_submodule,
+    spectral_norm_of,
+    widen_layer,
+)
+from ogan_plugin.reductions import reduction_name, reduction_named
+from ogan_plugin.registry import get_registry
 from ogan_plugin.scores import ScoreChoice, _accumulate, check_score_choice, pick_score
 
 __all__ = [
@@ -27,13 +47,7 @@ __all__ = [
     "OGANDiscriminator",
     "OGANHead",
     "as_wrapped",
-    "find_scalar_head",
-    "is_spectral_normed",
-    "wrap",
 ]
-
-#: Convolution types a head may be (with one output channel yielding a 1x1 map).
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class OGANHead(nn.Module):
@@ -87,14 +101,15 @@ class OGANHead(nn.Module):
         self.patch_reduction = patch_reduction
         self.last_raw: Optional[Tensor] = None
         self.last_score: Optional[Tensor] = None  # what the last forward returned (a score, or a patch map)
-        self.last_mean: Optional[Tensor] = None  # mean(last_raw) per row, in float32 (float64)
+        self.last_mean: Optional[Tensor] = None  # mean(last_raw) per row, (B, 1), in float32 (float64)
         self.register_load_state_dict_pre_hook(_keep_reduction_without_extra_state)
 
     def forward(self, h: Tensor) -> Tensor:
-        out = self.layer(h)
+        layer = self.layer
+        out = layer(h)
         if self.scaled:
             out = out * self.output_scale.to(out.dtype)
-        spatial = self._spatial_dims()
+        spatial = _SPATIAL.get(type(layer), None) if type(layer) in _SPATIAL else conv_spatial_dims(layer)
         state = self.__dict__  # the last forward's values: plain attributes, set without Module.__setattr__
         if spatial is None:
             # a row per sample: (B, z_dim) -> score (B, 1)
@@ -124,20 +139,17 @@ class OGANHead(nn.Module):
                 state["last_mean"] = None  # decompose takes the mean of last_raw itself (its rounding)
                 state["last_score"] = scores.to(out.dtype)
                 return state["last_score"]
-        mean = _accumulate(raw).mean(dim=1)
+        if raw.dtype == torch.float32 or raw.dtype == torch.float64:
+            mean = raw.mean(dim=1, keepdim=True)  # (what _accumulate would give, without the copies)
+        else:
+            mean = _accumulate(raw).mean(dim=1, keepdim=True)
         state["last_raw"] = raw
-        state["last_mean"] = mean
+        state["last_mean"] = mean  # (B, 1), float32 (float64): decompose's head score
         score = mean if mean.dtype == raw.dtype else mean.to(raw.dtype)
-        state["last_score"] = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
-        return state["last_score"]
-
-    def _spatial_dims(self) -> Optional[int]:
-        """:func:`conv_spatial_dims` of the layer, remembered for the layer object."""
-        layer = self.layer
-        known = self.__dict__.get("_spatial_of")
-        if known is None or known[0] is not layer:
-            known = self.__dict__["_spatial_of"] = (layer, conv_spatial_dims(layer))
-        return known[1]
+        if out.dim() > 2:
+            score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
+        state["last_score"] = score
+        return score
 
     def get_extra_state(self) -> Tensor:
         """What the head's ``state_dict()`` holds besides its tensors: its patch reduction.
@@ -154,8 +166,6 @@ class OGANHead(nn.Module):
             cannot hold (see :meth:`set_extra_state`).  Read it with
             ``json.loads(bytes(t.tolist()).rstrip(b"\\0"))``.
         """
-        from ogan_plugin.adapters.patch import reduction_name
-
         data = json.dumps({"patch_reduction": reduction_name(self.patch_reduction)}, ensure_ascii=False).encode()
         return torch.tensor(list(data.ljust(EXTRA_STATE_BYTES, b"\0")), dtype=torch.uint8)
 
@@ -175,15 +185,13 @@ class OGANHead(nn.Module):
                 names a custom function while the head has none set (call
                 ``set_patch_reduction(D, function)`` before loading).
         """
-        from ogan_plugin.adapters.patch import reduction_named
-
         self.patch_reduction = reduction_named(_decode_extra_state(state)["patch_reduction"], self.patch_reduction)
 
     def __getstate__(self) -> dict[str, Any]:
         # the last forward's output (possibly part of an autograd graph) is not state:
         # copy.deepcopy and pickling would fail on it after a plain forward
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "last_raw": None, "last_score": None, "last_mean": None, "_spatial_of": None}
+        return {**state, "last_raw": None, "last_score": None, "last_mean": None}
 
     def _not_per_sample(self, h: Tensor, out: Tensor, expected: str) -> str:
         return (
@@ -197,6 +205,10 @@ class OGANHead(nn.Module):
     def extra_repr(self) -> str:
         extra = f", patch_reduction={getattr(self.patch_reduction, '__name__', self.patch_reduction)}" if self.patch_reduction else ""
         return f"z_dim={self.z_dim}{extra}"
+
+
+#: the spatial dimensions of the plain layer types (ConvNd -> N, Linear -> None), looked up per forward
+_SPATIAL = {nn.Linear: None, nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
 def _decode_extra_state(state: Any) -> dict[str, Any]:
@@ -233,13 +245,6 @@ EXTRA_STATE_KEY = "_extra_state"
 EXTRA_STATE_BYTES = 512
 
 
-def conv_spatial_dims(layer: nn.Module) -> Optional[int]:
-    """Spatial dimensions of a ``nn.ConvNd`` layer (1, 2, 3); None for other layers."""
-    for n, t in enumerate(CONV_TYPES, start=1):
-        if isinstance(layer, t):
-            return n
-    return None
-
 
 class Adaptation(NamedTuple):
     """An adapter's answer: where D's head is and the :class:`OGANHead` to put there."""
@@ -265,177 +270,6 @@ class Decomposition(NamedTuple):
     raw: Tensor
     output: Tensor
 
-
-def is_spectral_normed(layer: nn.Module) -> bool:
-    """True when ``layer.weight`` carries spectral norm (parametrization or old hook)."""
-    from torch.nn.utils import parametrize
-    from torch.nn.utils.parametrizations import _SpectralNorm
-    from torch.nn.utils.spectral_norm import SpectralNorm
-
-    if parametrize.is_parametrized(layer, "weight"):
-        return any(isinstance(p, _SpectralNorm) for p in layer.parametrizations.weight)
-    return any(isinstance(h, SpectralNorm) for h in layer._forward_pre_hooks.values())
-
-
-def out_features(m: nn.Module) -> Optional[int]:
-    """Outputs of a Linear / ConvNd layer or of a custom linear module (None for others).
-
-    A custom linear module (StyleGAN2-ADA's ``FullyConnectedLayer``, rosinality's
-    ``EqualLinear``, ...) is recognised by its parameters alone (see
-    :func:`custom_linear_rows`); whether its forward is affine is probed by
-    :mod:`ogan_plugin.adapters.custom_linear`.
-    """
-    if isinstance(m, nn.Linear):
-        return m.out_features
-    if isinstance(m, CONV_TYPES):
-        return m.out_channels
-    return custom_linear_rows(m)
-
-
-def has_plain_forward(layer: nn.Module) -> bool:
-    """True when ``layer`` is an ``nn.Linear`` / ``nn.ConvNd`` computing what that class
-    computes: a subclass that overrides ``forward`` (or a convolution's
-    ``_conv_forward``), e.g. one normalising its weight on the fly, is not plain."""
-    if isinstance(layer, nn.Linear):
-        return type(layer).forward is nn.Linear.forward
-    for t in CONV_TYPES:
-        if isinstance(layer, t):
-            return type(layer).forward is t.forward and type(layer)._conv_forward is t._conv_forward
-    return False
-
-
-def custom_linear_rows(m: nn.Module) -> Optional[int]:
-    """Rows of ``m.weight`` when ``m`` looks like a custom linear layer, else None.
-
-    That is: its own parameters are a 2-D ``weight`` (rows = outputs) and optionally a
-    1-D ``bias`` with one entry per row, and its submodules hold no parameters.  A plain
-    ``nn.Linear`` (see :func:`has_plain_forward`) and an ``nn.Embedding`` (its weight is
-    a lookup table) are not custom; an ``nn.Linear`` subclass with its own forward is.
-    """
-    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or has_plain_forward(m):
-        return None
-    own = dict(m.named_parameters(recurse=False))
-    weight, bias = own.pop("weight", None), own.pop("bias", None)
-    if own or weight is None or weight.dim() != 2:
-        return None
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        return None
-    if any(True for c in m.children() for _ in c.parameters()):
-        return None
-    return int(weight.shape[0])
-
-
-def find_scalar_head(discriminator: nn.Module, head: Optional[str] = None) -> tuple[str, nn.Module]:
-    """Locate the candidate scalar head of ``discriminator``: (dotted path, module).
-
-    With ``head`` given, that submodule.  Otherwise the single layer with one output
-    (``nn.Linear``, ``nn.ConvNd`` or a custom linear module, see :func:`out_features`);
-    when there are several, the last registered one is
-    the head only if it is also the last layer with parameters (a Sequential ending);
-    anything else is ambiguous and raises, asking for ``head=``.
-    """
-    if head is not None:
-        if not isinstance(head, str) or not head:
-            raise TypeError(f"head must be a dotted submodule path (str), got {head!r}")
-        try:
-            return head, discriminator.get_submodule(head)
-        except AttributeError:
-            names = [n for n, _ in discriminator.named_modules() if n and "parametrizations" not in n]
-            raise ValueError(f"head={head!r} is not a submodule of the discriminator; submodules: {names}") from None
-    ones = [(n, m) for n, m in discriminator.named_modules() if n and out_features(m) == 1]
-    if len(ones) == 1:
-        return ones[0]
-    layers = [
-        (n, m)
-        for n, m in discriminator.named_modules()
-        if n and "parametrizations" not in n and (any(True for _ in m.parameters(recurse=False)) or out_features(m))
-    ]
-    if ones and layers and layers[-1][0] == ones[-1][0]:
-        return ones[-1]
-    if not ones and out_features(discriminator) == 1:
-        raise LookupError(
-            "the discriminator is itself a single 1-output layer; wrap a module that contains it, "
-            "e.g. nn.Sequential(layer)"
-        )
-    if not ones:
-        raise LookupError(
-            "no scalar head found: looked for an nn.Linear(in, 1) or nn.ConvNd(in, 1, ...) "
-            f"(last layers seen: {[f'{n}: {type(m).__name__}' for n, m in layers[-3:]]}). "
-            "Pass wrap(D, z_dim, head='path.to.layer') or register an adapter plugin "
-            "(hook ogan_adapt_discriminator, entry-point group 'ogan_plugin')"
-        )
-    raise LookupError(
-        f"several 1-output layers could be the head: {[n for n, _ in ones]}; "
-        "pass wrap(D, z_dim, head='path.to.layer')"
-    )
-
-
-def centered_rows(z_dim: int, like: Tensor) -> Tensor:
-    """``z_dim`` random perturbations shaped like ``like`` (1, ...) whose sum is zero.
-
-    Drawn like a fresh layer's default init (uniform, fan-in scaled), so the code part
-    of the widened head starts as a freshly initialised layer would.
-    """
-    fan_in = like[0].numel()
-    bound = 1.0 / math.sqrt(fan_in)
-    d = torch.empty((z_dim, *like.shape[1:]), dtype=torch.float64, device=like.device).uniform_(-bound, bound)
-    return d - d.mean(dim=0, keepdim=True)
-
-
-#: integer attributes naming a custom linear module's output count, kept in step with its rows
-OUTPUT_COUNT_ATTRIBUTES = ("out_features", "out_dim", "out_channels", "output_dim")
-
-
-def new_layer_like(layer: nn.Module, out_features: int) -> nn.Module:
-    """A fresh layer of ``layer``'s type and input geometry with ``out_features`` outputs
-    (no spectral norm), on ``layer``'s device and dtype.
-
-    For a custom linear module (:func:`custom_linear_rows`): a deep copy whose ``weight``
-    has ``out_features`` rows and whose ``bias`` (if any) as many entries, all zero (the
-    caller fills them), with integer :data:`OUTPUT_COUNT_ATTRIBUTES` that held the old row
-    count updated; its own forward is kept.
-    """
-    if has_plain_forward(layer) and isinstance(layer, nn.Linear):
-        new = nn.Linear(layer.in_features, out_features, bias=layer.bias is not None)
-    elif has_plain_forward(layer):
-        conv_type = next(t for t in CONV_TYPES if isinstance(layer, t))
-        new = conv_type(
-            layer.in_channels,
-            out_features,
-            layer.kernel_size,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            bias=layer.bias is not None,
-            padding_mode=layer.padding_mode,
-        )
-    else:
-        rows = custom_linear_rows(layer)
-        if rows is None:
-            raise TypeError(f"cannot build a layer like {type(layer).__name__}: not a Linear, ConvNd or custom linear module")
-        new = copy.deepcopy(layer)
-        weight, bias = layer.weight, getattr(layer, "bias", None)
-        new.weight = nn.Parameter(weight.new_zeros(out_features, weight.shape[1]), requires_grad=weight.requires_grad)
-        if isinstance(bias, Tensor):
-            new.bias = nn.Parameter(bias.new_zeros(out_features), requires_grad=bias.requires_grad)
-        for attr in OUTPUT_COUNT_ATTRIBUTES:
-            if type(getattr(new, attr, None)) is int and getattr(new, attr) == rows:
-                setattr(new, attr, out_features)
-        return new
-    return new.to(device=layer.weight.device, dtype=layer.weight.dtype)
-
-
-def widen_layer(layer: nn.Module, z_dim: int) -> nn.Module:
-    """A 1-output Linear/ConvNd widened to ``z_dim`` outputs whose mean output equals the
-    old output: each new weight row is the old row plus a perturbation, the perturbations
-    summing to zero; every new bias equals the old bias."""
-    new = new_layer_like(layer, z_dim)
-    with torch.no_grad():
-        w = layer.weight.detach().double()
-        new.weight.copy_(w + centered_rows(z_dim, w))
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias.detach().expand(z_dim))
-    return new
 
 
 class OGANDiscriminator(nn.Module):
@@ -601,7 +435,7 @@ class OGANDiscriminator(nn.Module):
 
     def _run(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Any, Tensor]:
         """D's forward on ``x``: (the head's raw outputs, what the head returned, D's output,
-        the head's mean per row in float32 or float64)."""
+        the head's mean per row, (B, 1), in float32 or float64)."""
         head = self.head
         state = head.__dict__
         state["last_raw"] = state["last_score"] = state["last_mean"] = None
@@ -610,8 +444,8 @@ class OGANDiscriminator(nn.Module):
         state["last_raw"] = state["last_score"] = state["last_mean"] = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
-        if mean is None:  # a head subclass that sets last_raw only
-            mean = _accumulate(raw).mean(dim=1)
+        if mean is None:  # a patch map's head, or a head subclass that sets last_raw only
+            mean = _accumulate(raw).mean(dim=1, keepdim=True)
         return raw, head_out, output, mean
 
     def raw_outputs(self, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
@@ -626,11 +460,11 @@ class OGANDiscriminator(nn.Module):
         Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
         score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
         """
-        raw, head_out, output, head_score = self._run(x, *args, **kwargs)
+        raw, head_out, output, mean = self._run(x, *args, **kwargs)
         score = pick_score(
-            output, raw, head_score, self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
+            output, raw, mean.view(-1), self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
         )
-        return Decomposition(score, _accumulate(raw) - head_score.unsqueeze(1), raw, output)
+        return Decomposition(score, _accumulate(raw) - mean, raw, output)
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).
@@ -658,46 +492,16 @@ class OGANDiscriminator(nn.Module):
             plain.weight.copy_(w)
             if layer.bias is not None:
                 plain.bias.copy_((layer.bias.detach() * head.output_scale).mean().view(1))
-        _set_submodule(self.discriminator, self.head_path, plain)
+        set_submodule(self.discriminator, self.head_path, plain)
         return self.discriminator
 
     # -- checkpoints ------------------------------------------------------------------------
-    @classmethod
-    def from_state_dict(
-        cls,
-        discriminator: nn.Module,
-        state_dict: Mapping[str, Any],
-        *,
-        generator: Optional[nn.Module] = None,
-        score: Optional[ScoreChoice] = None,
-    ) -> "OGANDiscriminator":
-        """Rebuild a wrapped discriminator from a plain one and a wrapped one's ``state_dict()``.
-
-        ``discriminator`` is a freshly built discriminator of the same architecture (not
-        wrapped); the head's path and ``z_dim`` are read from the state dict, the
-        discriminator is wrapped (``generator`` and ``score`` as in :func:`wrap`) and the
-        state loaded.
-        """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        scales = [k for k in state_dict if k.startswith("discriminator.") and k.endswith(".output_scale")]
-        if len(scales) != 1:
-            raise ValueError(
-                "state_dict is not a wrapped discriminator's state_dict(): expected one "
-                f"'discriminator.<head>.output_scale' entry, found {len(scales)}"
-                + (" (for a plain discriminator's checkpoint load it before wrap())" if not scales else "")
-            )
-        head_path = scales[0][len("discriminator.") : -len(".output_scale")]
-        prefix = scales[0][: -len("output_scale")] + "layer."
-        for name in ("weight", "weight_orig", "parametrizations.weight.original"):
-            if prefix + name in state_dict:
-                z_dim = int(state_dict[prefix + name].shape[0])
-                break
-        else:
-            raise ValueError(f"state_dict has no weight for the head {head_path!r} (looked under {prefix!r})")
-        wrapped = wrap(discriminator, z_dim, head=head_path, generator=generator, score=score)
-        wrapped.load_state_dict(state_dict)
-        return wrapped
+    #: ``OGANDiscriminator.from_state_dict(discriminator, state_dict, *, generator=None,
+    #: score=None)``: rebuild a wrapped discriminator from a plain one and a wrapped one's
+    #: ``state_dict()``.  It wraps, so it is :func:`ogan_plugin.wrapping.from_state_dict`,
+    #: set on this class by :mod:`ogan_plugin.wrapping` (this module cannot import ``wrap``,
+    #: which imports it).
+    from_state_dict: ClassVar[Callable[..., "OGANDiscriminator"]]
 
     def load_unwrapped_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load a checkpoint of the *unwrapped* discriminator (a plain GAN's D) into this one.
@@ -724,9 +528,7 @@ class OGANDiscriminator(nn.Module):
         head = self.head
         plain = new_layer_like(head.layer, 1)
         if is_spectral_normed(head.layer):
-            from ogan_plugin.adapters.spectral_norm import _spectral_norm_of
-
-            style, sn = _spectral_norm_of(head.layer)
+            style, sn = spectral_norm_of(head.layer)
             if style == "parametrization":
                 from torch.nn.utils.parametrizations import spectral_norm
             else:
@@ -743,8 +545,6 @@ class OGANDiscriminator(nn.Module):
         if not head_sd:
             raise ValueError(f"state_dict has no entries for the head {self.head_path!r}")
         plain.load_state_dict(head_sd, strict=strict)
-        from ogan_plugin.registry import get_registry
-
         holder = nn.Module()
         holder.head = plain
         adaptation = get_registry().pm.hook.ogan_adapt_discriminator(discriminator=holder, z_dim=self.z_dim, head="head")
@@ -772,118 +572,6 @@ def _class_attribute(cls: type, name: str) -> Any:
             return klass.__dict__[name]
     return None
 
-
-def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, name, module)
-
-
-def wrap(
-    discriminator: nn.Module,
-    z_dim: int,
-    *,
-    head: Optional[str] = None,
-    generator: Optional[nn.Module] = None,
-    score: Optional[ScoreChoice] = None,
-) -> OGANDiscriminator:
-    """Turn ``discriminator`` into an O-GAN encoder with ``z_dim`` outputs.
-
-    Args:
-        discriminator: any ``nn.Module`` whose score comes from a 1-output
-            ``nn.Linear`` / ``nn.ConvNd`` (a 1x1 or a patch map, also under spectral norm)
-            or a custom linear module with a ``(1, in)`` weight; other heads need an
-            adapter plugin.  Its forward may return a tuple or dict: every output is kept.
-        z_dim: the generator's noise size (>= 2).
-        head: dotted path of the head layer, to skip automatic detection.
-        generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
-            default weight 0.5): an unchanged alternating loop then gets the correlation
-            term in both updates (see :mod:`ogan_plugin.integrations.hook`).
-        score: which score the O-GAN losses train on (:mod:`ogan_plugin.scores`):
-            ``"auto"`` (D's whole output, averaged per sample, so a projection
-            discriminator's class term counts; the head's mean when D ends in a Sigmoid;
-            for tuple/dict outputs the first element computed from the head), ``"head"``
-            (the head's mean only), ``"output"`` (D's tensor output as it is), or the
-            index / key of the element of a tuple / dict output.  None: ``"auto"``, or
-            the rule an already wrapped discriminator has.
-
-    Returns:
-        :class:`OGANDiscriminator`.  The discriminator is modified in place (its head is
-        replaced); its other parameters keep their identity and values, and its scores
-        are unchanged at wrap time (the widened head's mean equals the old output).
-
-    Wrapping an :class:`OGANDiscriminator` again with the same ``z_dim`` (and no ``head``,
-    or its own head's path) returns it unchanged (its ``score`` rule set to ``score`` when
-    given); with another ``z_dim`` or another ``head`` it raises ``ValueError``.
-
-    Raises:
-        TypeError: ``z_dim`` is not an int, ``score`` is not a str/int, or
-            ``discriminator`` is not an ``nn.Module`` (or is already under DDP).
-        ValueError: ``z_dim`` < 2, no adapter recognises the head, or ``discriminator``
-            is already wrapped with another ``z_dim`` or at another ``head``.
-    """
-    if score is not None:
-        check_score_choice(score)
-    if isinstance(z_dim, bool) or not isinstance(z_dim, int):
-        raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
-    if z_dim < 2:
-        raise ValueError(f"z_dim must be >= 2 (the code lives in z_dim - 1 dimensions), got {z_dim}")
-    if isinstance(discriminator, OGANDiscriminator):
-        if z_dim != discriminator.z_dim:
-            raise ValueError(
-                f"discriminator is already wrapped with z_dim={discriminator.z_dim}; "
-                f"call .unwrap() first to wrap it with z_dim={z_dim}"
-            )
-        if head is not None and head != discriminator.head_path:
-            raise ValueError(
-                f"head={head!r}: the discriminator is already wrapped with its head at "
-                f"{discriminator.head_path!r}, and head= cannot be changed on a wrapped discriminator; "
-                "call .unwrap() first to wrap it at another head"
-            )
-        if score is not None:
-            discriminator.score_from = score
-        return _attach_hook(discriminator, generator)
-    if not isinstance(discriminator, nn.Module):
-        raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
-    if isinstance(discriminator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        raise TypeError(
-            "wrap the discriminator before DataParallel/DistributedDataParallel (and before "
-            "accelerator.prepare), not after"
-        )
-    if any(isinstance(m, OGANHead) for m in discriminator.modules()):
-        raise ValueError("discriminator already contains an OGANHead (it was wrapped before)")
-
-    from ogan_plugin.registry import get_registry
-
-    reg = get_registry()
-    adaptation = reg.pm.hook.ogan_adapt_discriminator(discriminator=discriminator, z_dim=z_dim, head=head)
-    if adaptation is None:
-        try:
-            path, found = find_scalar_head(discriminator, head)
-            what = f"its head candidate {path!r} is a {type(found).__name__}"
-            if out_features(found) not in (None, 1):
-                what += f" with {out_features(found)} outputs (an O-GAN head must have 1 output)"
-        except LookupError as exc:
-            what = str(exc)
-        adapters = [n for n, p in reg.pm.list_name_plugin() if hasattr(p, "ogan_adapt_discriminator")]
-        raise ValueError(
-            f"no adapter recognised this discriminator's head: {what}. Adapters tried: {adapters}. "
-            "Built-ins handle a 1-output nn.Linear or nn.ConvNd (1x1 or patch map; with or without spectral "
-            "norm) and custom linear modules with a (1, in) weight. Register your own with the "
-            "ogan_adapt_discriminator hook (docs/wrapping.md)."
-        )
-    old = discriminator.get_submodule(adaptation.path)
-    device = next(old.parameters(), torch.empty(0)).device
-    _set_submodule(discriminator, adaptation.path, adaptation.head.to(device))
-    return _attach_hook(OGANDiscriminator(discriminator, adaptation.path, z_dim, "auto" if score is None else score), generator)
-
-
-def _attach_hook(wrapped: OGANDiscriminator, generator: Optional[nn.Module]) -> OGANDiscriminator:
-    if generator is not None:
-        from ogan_plugin.integrations.hook import attach
-
-        attach(wrapped, generator)
-    return wrapped
 
 
 def as_wrapped(discriminator: Any, name: str = "wrapped_discriminator") -> OGANDiscriminator:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
     from ogan_plugin.head import Adaptation
+    from ogan_plugin.integrations.trainers import TrainerAdapter
     from ogan_plugin.losses import AdversarialLoss
     from ogan_plugin.registry import Backend
 
@@ -55,7 +56,7 @@ def ogan_adapt_discriminator(
     """Recognise a discriminator's scalar head and build its widened replacement.
 
     ``head`` is the dotted path the user passed to ``wrap(..., head=...)`` or ``None``
-    for automatic detection (see :func:`ogan_plugin.head.find_scalar_head`).
+    for automatic detection (see :func:`ogan_plugin.layers.find_scalar_head`).
     Return an :class:`~ogan_plugin.head.Adaptation` (the head's path and the new
     :class:`~ogan_plugin.head.OGANHead`) or ``None`` when this adapter does not
     recognise the head.  The first non-``None`` answer wins; use
@@ -75,4 +76,18 @@ def ogan_losses() -> "dict[str, AdversarialLoss]":
     Names become valid values of ``loss=`` in :class:`ogan_plugin.OGANLoss`, the
     single-loss step and the demo.  A later plugin may not silently replace an existing
     name: the registry raises on duplicates.
+    """
+
+
+@hookspec
+def ogan_trainer_adapters() -> "list[TrainerAdapter]":
+    """Return adapters that turn O-GAN on in a training package's own trainer.
+
+    :func:`ogan_plugin.enable` asks every adapter (a
+    :class:`~ogan_plugin.integrations.trainers.TrainerAdapter`: a name, what it
+    recognises, and an ``enable(trainer, **options)`` that wraps the discriminator the
+    package calls and attaches hook mode to the generator it samples from) and uses the
+    first that recognises the trainer.  The built-in ones cover lightweight-gan and
+    stylegan2-pytorch (:mod:`ogan_plugin.integrations.lightweight_gan`,
+    :mod:`ogan_plugin.integrations.stylegan2_pytorch`); all plugins' adapters are collected.
     """

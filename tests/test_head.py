@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 import ogan_plugin
-from ogan_plugin.head import OGANDiscriminator, OGANHead, find_scalar_head
+from ogan_plugin.head import OGANDiscriminator, OGANHead
+from ogan_plugin.layers import find_scalar_head
 
 Z = 12
 

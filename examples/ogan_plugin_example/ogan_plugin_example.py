@@ -24,7 +24,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ogan_plugin import Backend, hookimpl
-from ogan_plugin.head import Adaptation, OGANHead, centered_rows, find_scalar_head
+from ogan_plugin.head import Adaptation, OGANHead
+from ogan_plugin.layers import centered_rows, find_scalar_head
 from ogan_plugin.kernels.pearson import pearson_reference
 from ogan_plugin.losses import AdversarialLoss
 

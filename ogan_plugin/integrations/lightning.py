@@ -17,7 +17,7 @@ Two ways in:
 * :class:`OGANCallback`, for an existing GAN ``LightningModule`` with manual
   optimization (the usual way to write GANs in Lightning 2): it wraps the module's
   discriminator before the optimizers are built and turns on hook mode
-  (:mod:`ogan_plugin.integrations.hook`), so the module's own ``training_step`` gets the
+  (:mod:`ogan_plugin.hook`), so the module's own ``training_step`` gets the
   correlation term in both updates; rho is logged as ``ogan/rho``::
 
       trainer = lightning.Trainer(callbacks=[OGANCallback(z_dim=100)])
@@ -43,9 +43,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "with pip install 'ogan-plugin[lightning]'"
     ) from exc
 
-from ogan_plugin.head import OGANDiscriminator, wrap
 from ogan_plugin.images import tile
-from ogan_plugin.integrations.hook import OGANHook, attach
+from ogan_plugin.hook import OGANHook, attach
+from ogan_plugin.wrapping import wrap
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.labels import label_args
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights
@@ -290,7 +290,7 @@ class OGANCallback(pl.Callback):
     (with the precision plugin's ``GradScaler`` when there is one), and it is detached at
     the end.  The module's ``training_step`` stays as it is: it must call the generator on
     z (first positional argument) and the discriminator on that output or its
-    ``.detach()`` (see :mod:`ogan_plugin.integrations.hook` for what is recognised).
+    ``.detach()`` (see :mod:`ogan_plugin.hook` for what is recognised).
 
     Args:
         z_dim: the generator's noise size.

@@ -19,7 +19,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import ogan_plugin
 from ogan_plugin.adapters import custom_linear
-from ogan_plugin.head import OGANDiscriminator, find_scalar_head
+from ogan_plugin.head import OGANDiscriminator
+from ogan_plugin.layers import find_scalar_head
 
 
 class FullyConnectedLayer(nn.Module):

@@ -11,7 +11,7 @@ from torch.nn.utils import spectral_norm as old_spectral_norm
 from torch.nn.utils.parametrizations import spectral_norm
 
 import ogan_plugin
-from ogan_plugin.head import is_spectral_normed
+from ogan_plugin.layers import is_spectral_normed
 
 
 @pytest.mark.parametrize("style", ["parametrization", "hook"])

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import ogan_plugin
-from ogan_plugin.integrations.hook import OGANHook
+from ogan_plugin.hook import OGANHook
 
 NZ = 16
 
@@ -264,21 +264,29 @@ def test_gradscaler_scales_the_term_like_the_loss(device) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-# --- what it recognises and what it does not ------------------------------------------------
+# --- what it recognises ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "transform",
     [lambda f: f.clone(), lambda f: f * 1.0, lambda f: f.detach().contiguous()[:-1], lambda f: f.detach().add_(0.0)],
     ids=["clone", "augmented", "sliced", "in_place"],
 )
-def test_copied_or_modified_fakes_are_not_recognised_and_warn(transform) -> None:
+def test_copied_augmented_sliced_or_modified_fakes_are_recognised(transform) -> None:
+    """Before row provenance these got no term and a warning; now they are followed (the
+    gradients are checked against the by-hand term in test_hook_patterns.py)."""
+    import warnings
+
     G, D = mlp_pair()
     D = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
     hook = OGANHook.of(D)
     z = torch.randn(6, NZ, dtype=torch.float64)
-    D(transform(G(z))).sum().backward()
-    assert hook.calls == 0 and hook.last_rho is None
-    with pytest.warns(RuntimeWarning, match="correlation_loss"):
-        G(z)  # the next generator call notices its previous output was never seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = transform(G(z))
+        D(x).sum().backward()
+        G(z)
+    assert hook.calls == 1
+    torch.testing.assert_close(hook.last_rho, ogan_plugin.pearson_correlation(z[: len(x)], D.decompose(x.detach()).raw).mean())
+    ogan_plugin.detach(D)
 
 
 def test_no_warning_for_sampling_under_no_grad_and_deepcopies_are_inert() -> None:
@@ -397,3 +405,60 @@ def test_hook_mode_errors_name_the_discriminator() -> None:
             ogan_plugin.attach(bad, G)
         with pytest.raises(TypeError, match=r"^discriminator must be an OGANDiscriminator"):
             OGANHook.of(bad)
+
+
+def test_the_former_module_path_still_imports_hook_mode() -> None:
+    """Hook mode moved into the core (ogan_plugin.hook); the old path re-exports it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: a plain re-export
+        from ogan_plugin.integrations import hook as old
+
+    import ogan_plugin.hook as core
+
+    assert old.attach is core.attach is ogan_plugin.attach
+    assert old.detach is core.detach and old.OGANHook is core.OGANHook
+
+
+def test_scaler_g_scales_the_generator_steps_term_and_z_from_picks_the_code() -> None:
+    """Two GradScalers (lightweight-gan has one per step): each step's term is scaled like its
+    loss.  ``z_from`` reads the code from another argument of the generator."""
+
+    class SecondArgG(nn.Module):  # G(labels, z)
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(NZ, 24), nn.Tanh(), nn.Linear(24, 12))
+
+        def forward(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return self.net(z) + labels[:, None]
+
+    torch.manual_seed(4)
+    G = SecondArgG()
+    D = ogan_plugin.wrap(nn.Sequential(nn.Linear(12, 20), nn.LeakyReLU(0.2), nn.Linear(20, 1)), z_dim=NZ)
+    z, labels = torch.randn(8, NZ), torch.randn(8)
+
+    def grads(scaler, scaler_g):
+        D.zero_grad()
+        G.zero_grad()
+        fake = G(labels, z)
+        loss_d = D(fake.detach()).mean()
+        (scaler.scale(loss_d) if scaler else loss_d).backward()
+        d = [p.grad / (scaler.get_scale() if scaler else 1.0) for p in D.parameters()]
+        loss_g = D(fake).mean()
+        G.zero_grad()
+        (scaler_g.scale(loss_g) if scaler_g else loss_g).backward()
+        return d + [p.grad / (scaler_g.get_scale() if scaler_g else 1.0) for p in G.parameters()]
+
+    with ogan_plugin.attach(D, G, z_from=lambda args, kwargs: args[1]) as hook:
+        want = grads(None, None)
+        assert hook.calls == 2
+    s_d, s_g = torch.amp.GradScaler("cpu", init_scale=2.0**4), torch.amp.GradScaler("cpu", init_scale=2.0**9)
+    with ogan_plugin.attach(D, G, scaler=s_d, scaler_g=s_g, z_from=lambda args, kwargs: args[1]):
+        got = grads(s_d, s_g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="scaler_g must be a torch.amp.GradScaler"):
+        ogan_plugin.attach(D, G, scaler_g=1.0)
+    with pytest.raises(TypeError, match="z_from must be a function"):
+        ogan_plugin.attach(D, G, z_from=3)
