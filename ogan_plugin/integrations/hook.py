@@ -58,16 +58,17 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ogan_plugin.balance import Balanced, HookWeight, balanced_grad, resolve_hook_weights
 from ogan_plugin.correlation import pearson_correlation
 from ogan_plugin.head import OGANDiscriminator, OGANHead, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
-from ogan_plugin.losses import check_corr_weights
+from ogan_plugin.layout import register_layout_source, remember_layout
 
 __all__ = ["OGANHook", "attach", "detach"]
 
@@ -101,17 +102,23 @@ class _AddCorrelationGrad(torch.autograd.Function):
     """Identity on the score; in the backward adds a precomputed gradient to ``raw``."""
 
     @staticmethod
-    def forward(ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scale: Optional[Callable[[], Any]]) -> Tensor:
+    def forward(
+        ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scale: Optional[Callable[[], Any]],
+        balance: Optional[Balanced] = None,
+    ) -> Tensor:
         ctx.grad_raw = grad_raw
         ctx.scale = scale
+        ctx.balance = balance
         return score.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_score: Tensor) -> tuple[Optional[Tensor], ...]:
         grad_raw = ctx.grad_raw
-        if ctx.scale is not None:
+        if ctx.balance is not None:  # sized by this call's own adversarial gradient (ogan_plugin.balance)
+            grad_raw = balanced_grad(grad_raw, grad_score, ctx.balance.ratio, grad_raw.shape[1])
+        elif ctx.scale is not None:
             grad_raw = grad_raw * ctx.scale()
-        return grad_score, grad_raw, None, None
+        return grad_score, grad_raw, None, None, None
 
 
 class _Relay:
@@ -164,11 +171,11 @@ def _hooked(discriminator: Any) -> OGANDiscriminator:
         ) from None
 
 
-def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[float, float]:
-    """Check the arguments; return the two weights as :func:`check_corr_weights` resolves them."""
+def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[HookWeight, HookWeight]:
+    """Check the arguments; return the two weights as :func:`resolve_hook_weights` resolves them."""
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    weights = check_corr_weights(corr_weight, corr_weight_g)
+    weights = resolve_hook_weights(corr_weight, corr_weight_g)
     if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
     return weights
@@ -187,15 +194,21 @@ class OGANHook:
         corr_weight_g: lambda for calls on ``fake`` itself (the generator's step); equals
             ``corr_weight`` unless another value was given.
         calls: number of discriminator calls that received the term.
+        z_shape: the per-sample shape of the last ``z`` the generator took (``(z_dim,)`` or
+            ``(z_dim, 1, ..., 1)``), None before its first call.
+            :func:`~ogan_plugin.reconstruct`, :func:`~ogan_plugin.invert` and the
+            :mod:`~ogan_plugin.evaluate` helpers feed codes to the generator in this layout
+            when they are not given ``z_shape=`` (:mod:`ogan_plugin.layout`; it stays known
+            after :meth:`detach`).
     """
 
     def __init__(
         self,
         discriminator: OGANDiscriminator,
         generator: nn.Module,
-        corr_weight: float = 0.5,
+        corr_weight: Union[float, str, Balanced] = "auto",
         *,
-        corr_weight_g: Optional[float] = None,
+        corr_weight_g: Union[None, float, str, Balanced] = None,
         scaler: Any = None,
         eps: float = EPS,
         backend: Optional[str] = None,
@@ -207,6 +220,8 @@ class OGANHook:
         self.eps = eps
         self.backend = backend
         self.calls = 0
+        self.z_shape: Optional[tuple[int, ...]] = None
+        register_layout_source(self, generator, discriminator)  # reconstruct/invert/evaluate read z_shape
         self._last_rho: Optional[Tensor] = None
         self._record: Optional[_Record] = None
         # per discriminator call in progress: (recognised record, weight of its term) or None
@@ -251,6 +266,8 @@ class OGANHook:
         self._handles = []
         self._record = None
         self._stack.clear()
+        if self.z_shape is not None:  # the generator's layout stays known (ogan_plugin.layout)
+            remember_layout(self.z_shape, self.generator, self.discriminator)
         if getattr(self.discriminator, "_ogan_hook", None) is self:
             del self.discriminator._ogan_hook
 
@@ -309,6 +326,7 @@ class OGANHook:
                 f"{output.shape[0]} fakes; hook mode needs (batch, z_dim={z_dim}) "
                 f"or (batch, {z_dim}, 1, ..., 1), the z_dim given to wrap()"
             )
+        self.z_shape = tuple(z.shape[1:])
         fake = output.detach()
         self._record = _Record(
             z=z.detach().flatten(1),
@@ -342,26 +360,28 @@ class OGANHook:
         raw = module.last_raw
         if raw is None or not torch.is_grad_enabled() or not raw.requires_grad:
             return None
+        balance = weight if isinstance(weight, Balanced) else None
         with torch.autocast(raw.device.type, enabled=False), torch.enable_grad():
             e = raw.detach().requires_grad_(True)
             rho = pearson_correlation(rec.z, e, eps=self.eps, backend=self.backend)
             mean_rho = rho.mean()
-            (grad_raw,) = torch.autograd.grad(-weight * mean_rho, e)
+            # a balanced term: the unit-weight gradient, sized in the backward by the score's
+            (grad_raw,) = torch.autograd.grad(-mean_rho if balance is not None else -weight * mean_rho, e)
         rec.matches += 1
         self.calls += 1
         self._last_rho = mean_rho.detach()
         scale = None
-        if self.scaler is not None and self.scaler.is_enabled():
+        if balance is None and self.scaler is not None and self.scaler.is_enabled():
             scale = self.scaler.get_scale
-        return _AddCorrelationGrad.apply(output, raw, grad_raw, scale)
+        return _AddCorrelationGrad.apply(output, raw, grad_raw, scale, balance)
 
 
 def attach(
     discriminator: nn.Module,
     generator: nn.Module,
-    corr_weight: float = 0.5,
+    corr_weight: Union[float, str, Balanced] = "auto",
     *,
-    corr_weight_g: Optional[float] = None,
+    corr_weight_g: Union[None, float, str, Balanced] = None,
     scaler: Any = None,
     eps: float = EPS,
     backend: Optional[str] = None,

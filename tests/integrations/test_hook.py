@@ -210,7 +210,7 @@ def test_conditional_loop_calling_netD_with_labels_works_unchanged() -> None:
     y = torch.randint(0, 3, (10,))
     want_d, want_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.5)
     plain_d, _ = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, corr_weight=0.5) as hook:
         got_d, got_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
         assert hook.calls == 2  # netD(fake.detach(), y) and netD(fake, y); not netD(x, y)
         torch.testing.assert_close(hook.last_rho, ogan_plugin.pearson_correlation(z, D.decompose(G(z, y), y).raw).mean())
