@@ -18,10 +18,14 @@ A configuration is ``plain`` (no plugin) or comma-separated settings of the one 
 
     d=auto        the library's default (``wrap(netD, z_dim=nz, generator=netG)``)
     d=w0.5        a fixed weight 0.5 in D's step (calls on fake.detach())
-    d=b4          ogan_plugin.Balanced(4) in D's step
     g=...         the same for G's step (calls on fake; default: as d)
     nz=32         another noise size (default 100)
     ramp=400      the weights grow linearly from 0 over the first 400 steps
+                  (``ogan_plugin.Ramp(w, 400)``)
+
+``d=bX`` (a weight balanced against the adversarial gradient at D's output, ratio X) was
+measured at commit f1bddf2, where ``ogan_plugin.Balanced`` existed; it was dropped after the
+search (docs/training.md says why).
 
 Each run reports: ``rho`` (mean rho(z, E(G(z))) over 1000 fresh z, eval mode),
 ``confidence``, ``classes`` and ``fd`` (ogan_plugin.evaluate.sample_quality on 1000
@@ -54,21 +58,21 @@ import torch
 import torch.nn as nn
 
 import ogan_plugin
-from ogan_plugin import Balanced
+from ogan_plugin import Ramp
 
 FIELDS = ["config", "seed", "nz", "image_size", "width", "steps", "rho", "confidence", "classes", "fd", "fd_ref",
           "rec_mse", "mean_mse", "dx", "dgz", "rho_train", "seconds"]
 
 
 # --- configurations -------------------------------------------------------------------------------
-def _weight(text: str) -> Union[float, str, Balanced]:
+def _weight(text: str) -> Union[float, str]:
     if text == "auto":
         return "auto"
     if text[0] == "w":
         return float(text[1:])
     if text[0] == "b":
-        return Balanced(float(text[1:]))
-    raise ValueError(f"a weight is auto, wX (fixed) or bX (balanced), got {text!r}")
+        raise ValueError(f"{text!r}: the balanced rule was measured at commit f1bddf2 and then dropped")
+    raise ValueError(f"a weight is auto or wX (fixed), got {text!r}")
 
 
 def parse_config(spec: str) -> dict[str, Any]:
@@ -145,15 +149,6 @@ def load_data(image_size: int) -> dict[str, torch.Tensor]:
 
 
 # --- one run ----------------------------------------------------------------------------------------------
-def _apply_ramp(hook: Any, d: Any, g: Any, f: float) -> None:
-    def scaled(w: Any) -> Any:
-        if isinstance(w, Balanced):
-            return Balanced(w.ratio * f) if f > 0 else 0.0
-        return w * f
-
-    hook.corr_weight, hook.corr_weight_g = scaled(d), scaled(g)
-
-
 def train_one(spec: str, seed: int, args: argparse.Namespace, data: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Train the example's loop once; return the run's row (without the sample quality) and
     the generator and discriminator."""
@@ -170,10 +165,12 @@ def train_one(spec: str, seed: int, args: argparse.Namespace, data: dict[str, to
         if cfg["d"] == "auto" and cfg["g"] is None:
             netD = ogan_plugin.wrap(netD, z_dim=nz, generator=netG)  # the one line, as a user writes it
         else:
+            d, g = cfg["d"], cfg["g"]
+            if cfg["ramp"]:
+                d, g = Ramp(d, cfg["ramp"]), None if g is None else Ramp(g, cfg["ramp"])
             netD = ogan_plugin.wrap(netD, z_dim=nz)
-            ogan_plugin.attach(netD, netG, corr_weight=cfg["d"], corr_weight_g=cfg["g"])
+            ogan_plugin.attach(netD, netG, corr_weight=d, corr_weight_g=g)
         hook = ogan_plugin.OGANHook.of(netD)
-        d_rule, g_rule = hook.corr_weight, hook.corr_weight_g
     criterion = nn.BCELoss()
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -185,8 +182,6 @@ def train_one(spec: str, seed: int, args: argparse.Namespace, data: dict[str, to
         for (real_cpu,) in loader:
             if i >= args.steps:
                 break
-            if hook is not None and cfg["ramp"]:
-                _apply_ramp(hook, d_rule, g_rule, min(1.0, i / cfg["ramp"]))
             # ---- the example's loop ------------------------------------------------------------
             netD.zero_grad()
             real_cpu = real_cpu.to(device)

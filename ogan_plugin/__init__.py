@@ -8,7 +8,7 @@ the public API.
 
 from ogan_plugin import augment
 from ogan_plugin.augment import RandomTranslate
-from ogan_plugin.balance import Balanced
+from ogan_plugin.corr_weights import Ramp
 from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
 from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead, wrap
 from ogan_plugin.hookspecs import hookimpl
@@ -38,13 +38,13 @@ __all__ = [
     "EPS",
     "AdversarialLoss",
     "Backend",
-    "Balanced",
     "BackendUnavailableError",
     "CorrelationLoss",
     "Decomposition",
     "OGANDiscriminator",
     "OGANHead",
     "RandomTranslate",
+    "Ramp",
     "EMA",
     "SingleLossOutput",
     "SingleLossStep",

@@ -9,8 +9,9 @@ line after the models are built::
 
 or, to choose the weight and turn it on and off::
 
-    hook = ogan_plugin.attach(netD, netG, corr_weight=0.5)   # netD already wrapped
-    # or a different weight in the generator's loss: attach(netD, netG, 5.0, corr_weight_g=1.5)
+    hook = ogan_plugin.attach(netD, netG)   # netD already wrapped; corr_weight="auto"
+    # a fixed weight: attach(netD, netG, corr_weight=0.5); another one in the generator's
+    # loss: attach(netD, netG, 5.0, corr_weight_g=1.5); a ramp: corr_weight=ogan_plugin.Ramp(5.0, 200)
     ...
     print(hook.last_rho)          # mean rho of the last recognised call (for logging)
     ogan_plugin.detach(netD)      # or: with ogan_plugin.attach(netD, netG): ...
@@ -35,7 +36,14 @@ loss whose backward passes through a recognised call: the discriminator's loss (
 ``fake.detach()``) and the generator's loss (call on ``fake``), as METHOD.md section 2
 asks.  With ``corr_weight_g`` the generator's step gets its own weight: a call on an
 input that requires grad (``netD(fake)``) uses ``corr_weight_g``, a call on
-``fake.detach()`` uses ``corr_weight``.  The term does not follow the scale of your loss:
+``fake.detach()`` uses ``corr_weight``.
+
+The default weight, ``"auto"``, is :class:`~ogan_plugin.corr_weights.Ramp`
+``(0.5 * sqrt(z_dim), 200)``: zero for the generator's first training call, growing linearly
+to ``0.5 * sqrt(z_dim)`` (5 at ``nz = 100``) over its first 200 calls made with gradients, then held
+(:mod:`ogan_plugin.corr_weights`; docs/training.md has the search that chose it).  The count
+starts when the hook is attached (a resumed run ramps again).  A number gives that fixed
+weight at every step.  The term does not follow the scale of your loss:
 if you multiply the loss (gradient accumulation) adjust ``corr_weight``; with a
 ``GradScaler`` pass ``scaler=`` so the term is scaled like the loss.
 
@@ -64,8 +72,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ogan_plugin.balance import Balanced, HookWeight, balanced_grad, resolve_hook_weights
 from ogan_plugin.correlation import pearson_correlation
+from ogan_plugin.corr_weights import HookWeight, Ramp, resolve_hook_weights, weight_at
 from ogan_plugin.head import OGANDiscriminator, OGANHead, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.layout import register_layout_source, remember_layout
@@ -84,6 +92,7 @@ class _Record:
     stride: tuple[int, ...]
     version: int
     with_grad: bool
+    step: int = 0  # the generator's training calls before this one (a Ramp's weight reads it)
     matches: int = 0
 
     def same(self, x: Any) -> bool:
@@ -102,23 +111,17 @@ class _AddCorrelationGrad(torch.autograd.Function):
     """Identity on the score; in the backward adds a precomputed gradient to ``raw``."""
 
     @staticmethod
-    def forward(
-        ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scale: Optional[Callable[[], Any]],
-        balance: Optional[Balanced] = None,
-    ) -> Tensor:
+    def forward(ctx: Any, score: Tensor, raw: Tensor, grad_raw: Tensor, scale: Optional[Callable[[], Any]]) -> Tensor:
         ctx.grad_raw = grad_raw
         ctx.scale = scale
-        ctx.balance = balance
         return score.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_score: Tensor) -> tuple[Optional[Tensor], ...]:
         grad_raw = ctx.grad_raw
-        if ctx.balance is not None:  # sized by this call's own adversarial gradient (ogan_plugin.balance)
-            grad_raw = balanced_grad(grad_raw, grad_score, ctx.balance.ratio, grad_raw.shape[1])
-        elif ctx.scale is not None:
+        if ctx.scale is not None:
             grad_raw = grad_raw * ctx.scale()
-        return grad_score, grad_raw, None, None, None
+        return grad_score, grad_raw, None, None
 
 
 class _Relay:
@@ -171,11 +174,13 @@ def _hooked(discriminator: Any) -> OGANDiscriminator:
         ) from None
 
 
-def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any) -> tuple[HookWeight, HookWeight]:
+def _check_args(
+    generator: Any, corr_weight: Any, corr_weight_g: Any, scaler: Any, z_dim: int
+) -> tuple[HookWeight, HookWeight]:
     """Check the arguments; return the two weights as :func:`resolve_hook_weights` resolves them."""
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    weights = resolve_hook_weights(corr_weight, corr_weight_g)
+    weights = resolve_hook_weights(corr_weight, corr_weight_g, z_dim)
     if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
     return weights
@@ -190,9 +195,12 @@ class OGANHook:
     Attributes:
         discriminator: the wrapped discriminator it watches.
         generator: the generator whose outputs it records.
-        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on ``fake.detach()``.
+        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on ``fake.detach()``: a
+            float, or a :class:`~ogan_plugin.corr_weights.Ramp` (``"auto"`` resolved).
         corr_weight_g: lambda for calls on ``fake`` itself (the generator's step); equals
             ``corr_weight`` unless another value was given.
+        generator_steps: the generator's calls made with gradients since attaching (the
+            clock of a ``Ramp``).
         calls: number of discriminator calls that received the term.
         z_shape: the per-sample shape of the last ``z`` the generator took (``(z_dim,)`` or
             ``(z_dim, 1, ..., 1)``), None before its first call.
@@ -206,20 +214,23 @@ class OGANHook:
         self,
         discriminator: OGANDiscriminator,
         generator: nn.Module,
-        corr_weight: Union[float, str, Balanced] = "auto",
+        corr_weight: Union[float, str, Ramp] = "auto",
         *,
-        corr_weight_g: Union[None, float, str, Balanced] = None,
+        corr_weight_g: Union[None, float, str, Ramp] = None,
         scaler: Any = None,
         eps: float = EPS,
         backend: Optional[str] = None,
     ) -> None:
-        self.corr_weight, self.corr_weight_g = _check_args(generator, corr_weight, corr_weight_g, scaler)
+        self.corr_weight, self.corr_weight_g = _check_args(
+            generator, corr_weight, corr_weight_g, scaler, discriminator.z_dim
+        )
         self.discriminator = discriminator
         self.generator = generator
         self.scaler = scaler
         self.eps = eps
         self.backend = backend
         self.calls = 0
+        self.generator_steps = 0
         self.z_shape: Optional[tuple[int, ...]] = None
         register_layout_source(self, generator, discriminator)  # reconstruct/invert/evaluate read z_shape
         self._last_rho: Optional[Tensor] = None
@@ -336,7 +347,10 @@ class OGANHook:
             stride=fake.stride(),
             version=fake._version,
             with_grad=torch.is_grad_enabled() and output.requires_grad,
+            step=self.generator_steps,
         )
+        if self._record.with_grad:
+            self.generator_steps += 1
 
     def _on_d_enter(self, module: nn.Module, args: tuple) -> None:
         rec = self._record
@@ -360,28 +374,27 @@ class OGANHook:
         raw = module.last_raw
         if raw is None or not torch.is_grad_enabled() or not raw.requires_grad:
             return None
-        balance = weight if isinstance(weight, Balanced) else None
+        weight = weight_at(weight, rec.step)  # a Ramp (the "auto" default): its weight at this step
         with torch.autocast(raw.device.type, enabled=False), torch.enable_grad():
             e = raw.detach().requires_grad_(True)
             rho = pearson_correlation(rec.z, e, eps=self.eps, backend=self.backend)
             mean_rho = rho.mean()
-            # a balanced term: the unit-weight gradient, sized in the backward by the score's
-            (grad_raw,) = torch.autograd.grad(-mean_rho if balance is not None else -weight * mean_rho, e)
+            (grad_raw,) = torch.autograd.grad(-weight * mean_rho, e)
         rec.matches += 1
         self.calls += 1
         self._last_rho = mean_rho.detach()
         scale = None
-        if balance is None and self.scaler is not None and self.scaler.is_enabled():
+        if self.scaler is not None and self.scaler.is_enabled():
             scale = self.scaler.get_scale
-        return _AddCorrelationGrad.apply(output, raw, grad_raw, scale, balance)
+        return _AddCorrelationGrad.apply(output, raw, grad_raw, scale)
 
 
 def attach(
     discriminator: nn.Module,
     generator: nn.Module,
-    corr_weight: Union[float, str, Balanced] = "auto",
+    corr_weight: Union[float, str, Ramp] = "auto",
     *,
-    corr_weight_g: Union[None, float, str, Balanced] = None,
+    corr_weight_g: Union[None, float, str, Ramp] = None,
     scaler: Any = None,
     eps: float = EPS,
     backend: Optional[str] = None,
@@ -393,10 +406,13 @@ def attach(
             ``DistributedDataParallel`` / ``DataParallel`` around one (DataParallel on one
             device, or none: over several GPUs it runs replicas that hooks cannot watch).
         generator: the generator; its first positional argument is taken as z.
-        corr_weight: lambda in ``-lambda * mean(rho)`` (0.5 in the official code).
+        corr_weight: lambda in ``-lambda * mean(rho)``: ``"auto"`` (the default: a ramp to
+            ``0.5 * sqrt(z_dim)`` over the generator's first 200 training calls, see the
+            module doc), a fixed number (0.5 is the official code's, with its QP loss), or an
+            :class:`ogan_plugin.Ramp`.
         corr_weight_g: lambda for the generator's step, i.e. calls on the fake itself
-            rather than its ``.detach()`` (None: ``corr_weight``), as in
-            :func:`ogan_plugin.single_loss`.
+            rather than its ``.detach()`` (None: ``corr_weight``'s), as in
+            :func:`ogan_plugin.single_loss`; the same kinds of value.
         scaler: a ``torch.amp.GradScaler`` when the losses are scaled by one (the term is
             then scaled the same way).
         eps: norm floor of the correlation.
@@ -419,7 +435,7 @@ def attach(
             "DistributedDataParallel (one process per GPU), or DataParallel on one device"
         )
     wrapped = _hooked(discriminator)
-    weights = _check_args(generator, corr_weight, corr_weight_g, scaler)
+    weights = _check_args(generator, corr_weight, corr_weight_g, scaler, wrapped.z_dim)
     existing = OGANHook.of(wrapped)
     if existing is not None:
         if (existing.generator is generator and (existing.corr_weight, existing.corr_weight_g) == weights

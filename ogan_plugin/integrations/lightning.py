@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ogan_plugin.head import OGANDiscriminator, wrap
 from ogan_plugin.images import tile
-from ogan_plugin.balance import Balanced, resolve_hook_weights
+from ogan_plugin.corr_weights import Ramp, resolve_hook_weights
 from ogan_plugin.integrations.hook import OGANHook, attach
 from ogan_plugin.layout import remember_layout
 from ogan_plugin.kernels.pearson import EPS
@@ -301,8 +301,7 @@ class OGANCallback(pl.Callback):
         generator: attribute name of the generator on the module.
         discriminator: attribute name of the discriminator on the module.
         corr_weight: the weight of the correlation term, as in :func:`ogan_plugin.attach`:
-            ``"auto"`` (hook mode's balanced default), a fixed number, or
-            :class:`ogan_plugin.Balanced`.
+            ``"auto"`` (hook mode's default), a fixed number, or :class:`ogan_plugin.Ramp`.
         corr_weight_g: the weight in the generator's step (None: ``corr_weight``'s); see
             :func:`ogan_plugin.attach`.
         log_rho: log the last recognised rho as ``ogan/rho`` after each batch.
@@ -313,12 +312,14 @@ class OGANCallback(pl.Callback):
         z_dim: int,
         generator: str = "generator",
         discriminator: str = "discriminator",
-        corr_weight: Union[float, str, Balanced] = "auto",
+        corr_weight: Union[float, str, Ramp] = "auto",
         log_rho: bool = True,
-        corr_weight_g: Union[None, float, str, Balanced] = None,
+        corr_weight_g: Union[None, float, str, Ramp] = None,
     ) -> None:
         super().__init__()
-        resolve_hook_weights(corr_weight, corr_weight_g)
+        if not isinstance(z_dim, int) or isinstance(z_dim, bool):
+            raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
+        resolve_hook_weights(corr_weight, corr_weight_g, z_dim)  # checked here, resolved at attach
         self.z_dim = z_dim
         self.generator_attr = generator
         self.discriminator_attr = discriminator
