@@ -8,6 +8,7 @@ the public API.
 
 from ogan_plugin import augment
 from ogan_plugin.augment import RandomTranslate
+from ogan_plugin.corr_weights import Ramp
 from ogan_plugin.correlation import EPS, CorrelationLoss, correlation_loss, pearson_correlation
 from ogan_plugin.head import Decomposition, OGANDiscriminator, OGANHead
 from ogan_plugin.hookspecs import hookimpl
@@ -46,6 +47,7 @@ __all__ = [
     "OGANDiscriminator",
     "OGANHead",
     "RandomTranslate",
+    "Ramp",
     "EMA",
     "from_state_dict",
     "SingleLossOutput",

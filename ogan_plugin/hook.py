@@ -9,8 +9,9 @@ line after the models are built::
 
 or, to choose the weight and turn it on and off::
 
-    hook = ogan_plugin.attach(netD, netG, corr_weight=0.5)   # netD already wrapped
-    # or a different weight in the generator's loss: attach(netD, netG, 5.0, corr_weight_g=1.5)
+    hook = ogan_plugin.attach(netD, netG)   # netD already wrapped; corr_weight="auto"
+    # a fixed weight: attach(netD, netG, corr_weight=0.5); another one in the generator's
+    # loss: attach(netD, netG, 5.0, corr_weight_g=1.5); a ramp: corr_weight=ogan_plugin.Ramp(5.0, 200)
     ...
     print(float(hook.last_rho))   # mean rho of the last call that got the term (for logging)
     ogan_plugin.detach(netD)      # or: with ogan_plugin.attach(netD, netG): ...
@@ -44,7 +45,14 @@ to every loss whose backward passes through a discriminator call on fakes: the
 discriminator's loss (D on ``fake.detach()``) and the generator's (D on ``fake``), as
 METHOD.md section 2 asks.  With ``corr_weight_g`` the generator's step gets its own
 weight: a call on rows that still carry the generator's graph uses ``corr_weight_g``, a call
-on detached ones ``corr_weight``.  The term does not follow the scale of your loss: if you
+on detached ones ``corr_weight``.
+
+The default weight, ``"auto"``, is :class:`~ogan_plugin.corr_weights.Ramp`
+``(0.5 * sqrt(z_dim), 200)``: zero for the generator's first training call, growing linearly
+to ``0.5 * sqrt(z_dim)`` (5 at ``nz = 100``) over its first 200 calls made with gradients, then
+held (:mod:`ogan_plugin.corr_weights`; docs/training.md has the search that chose it).  The
+count starts when the hook is attached (a resumed run ramps again).  A number gives that
+fixed weight at every step.  The term does not follow the scale of your loss: if you
 multiply the loss (gradient accumulation) adjust ``corr_weight``; with a ``GradScaler``
 pass ``scaler=`` (and ``scaler_g=`` when the generator's step has its own).  A backward
 with ``create_graph=True`` (a gradient penalty's ``autograd.grad``) gets no term: it
@@ -65,7 +73,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -74,7 +82,8 @@ from torch import Tensor
 from ogan_plugin.correlation import pearson_correlation
 from ogan_plugin.head import OGANDiscriminator, OGANHead, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
-from ogan_plugin.losses import check_corr_weights
+from ogan_plugin.corr_weights import HookWeight, Ramp, resolve_hook_weights, weight_at
+from ogan_plugin.layout import register_layout_source, remember_layout
 from ogan_plugin.provenance import Tracked, track, untrack
 from ogan_plugin.rows import CHECK_EVERY, GeneratorCall, Provenance, identity, on_device
 
@@ -189,11 +198,13 @@ def _hooked(discriminator: Any) -> OGANDiscriminator:
         ) from None
 
 
-def _check_args(generator: Any, corr_weight: Any, corr_weight_g: Any, scalers: tuple, z_from: Any) -> tuple[float, float]:
-    """Check the arguments; return the two weights as :func:`check_corr_weights` resolves them."""
+def _check_args(
+    generator: Any, corr_weight: Any, corr_weight_g: Any, scalers: tuple, z_from: Any, z_dim: int
+) -> tuple[HookWeight, HookWeight]:
+    """Check the arguments; return the two weights as :func:`resolve_hook_weights` resolves them."""
     if not isinstance(generator, nn.Module):
         raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
-    weights = check_corr_weights(corr_weight, corr_weight_g)
+    weights = resolve_hook_weights(corr_weight, corr_weight_g, z_dim)
     for name, scaler in zip(("scaler", "scaler_g"), scalers):
         if scaler is not None and not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
             raise TypeError(f"{name} must be a torch.amp.GradScaler, got {type(scaler).__name__}")
@@ -215,26 +226,37 @@ class OGANHook:
     Attributes:
         discriminator: the wrapped discriminator it watches.
         generator: the generator whose outputs it tracks.
-        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on detached fakes.
+        corr_weight: lambda of ``-lambda * mean(rho)`` for calls on detached fakes: a
+            float, or a :class:`~ogan_plugin.corr_weights.Ramp` (``"auto"`` resolved).
         corr_weight_g: lambda for calls on fakes that carry the generator's graph (the
             generator's step); equals ``corr_weight`` unless another value was given.
+        generator_steps: the generator's calls made with gradients since attaching (the
+            clock of a ``Ramp``).
         calls: number of discriminator calls that received the term.
+        z_shape: the per-sample shape of the last ``z`` the generator took (``(z_dim,)`` or
+            ``(z_dim, 1, ..., 1)``), None before its first call.
+            :func:`~ogan_plugin.reconstruct`, :func:`~ogan_plugin.invert` and the
+            :mod:`~ogan_plugin.evaluate` helpers feed codes to the generator in this layout
+            when they are not given ``z_shape=`` (:mod:`ogan_plugin.layout`; it stays known
+            after :meth:`detach`).
     """
 
     def __init__(
         self,
         discriminator: OGANDiscriminator,
         generator: nn.Module,
-        corr_weight: float = 0.5,
+        corr_weight: Union[float, str, Ramp] = "auto",
         *,
-        corr_weight_g: Optional[float] = None,
+        corr_weight_g: Union[None, float, str, Ramp] = None,
         scaler: Any = None,
         scaler_g: Any = None,
         eps: float = EPS,
         backend: Optional[str] = None,
         z_from: Optional[Callable[[tuple, dict], Tensor]] = None,
     ) -> None:
-        self.corr_weight, self.corr_weight_g = _check_args(generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from)
+        self.corr_weight, self.corr_weight_g = _check_args(
+            generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from, discriminator.z_dim
+        )
         self.discriminator = discriminator
         self.generator = generator
         self.scaler, self.scaler_g = scaler, scaler_g
@@ -242,6 +264,9 @@ class OGANHook:
         self.backend = backend
         self.z_from = z_from or _default_z
         self.calls = 0
+        self.generator_steps = 0
+        self.z_shape: Optional[tuple[int, ...]] = None
+        register_layout_source(self, generator, discriminator)  # reconstruct/invert/evaluate read z_shape
         self._last: Optional[tuple] = None  # (calls, index, raw, weights, divisor) of the last term, for last_rho
         self._last_rho: Optional[Tensor] = None
         self._record: Optional[GeneratorCall] = None
@@ -304,6 +329,8 @@ class OGANHook:
         self._record = None
         self._current = None
         self._pairs.clear()
+        if self.z_shape is not None:  # the generator's layout stays known (ogan_plugin.layout)
+            remember_layout(self.z_shape, self.generator, self.discriminator)
         if getattr(self.discriminator, "_ogan_hook", None) is self:
             del self.discriminator._ogan_hook
 
@@ -378,8 +405,11 @@ class OGANHook:
                 f"{fake.shape[0]} fakes; hook mode needs (batch, z_dim={z_dim}) "
                 f"or (batch, {z_dim}, 1, ..., 1), the z_dim given to wrap()"
             )
+        self.z_shape = tuple(z.shape[1:])
         with_grad = torch.is_grad_enabled() and fake.requires_grad
-        record = GeneratorCall(z.detach().flatten(1), self, with_grad)
+        record = GeneratorCall(z.detach().flatten(1), self, with_grad, self.generator_steps)
+        if with_grad:
+            self.generator_steps += 1
         self._record = record
         tracked = track(fake, Provenance((record,), identity(fake.shape[0]), fake.requires_grad))
         if where is None:
@@ -410,7 +440,7 @@ class OGANHook:
         self._current = self._accept(found)
         return tuple(plain_args), plain_kwargs
 
-    def _accept(self, prov: Optional[Provenance]) -> Optional[tuple[Provenance, float]]:
+    def _accept(self, prov: Optional[Provenance]) -> Optional[tuple[Provenance, HookWeight]]:
         """The call's (provenance, weight) when it may get the term; warnings for lost rows."""
         if prov is None or prov.sample or any(c.owner is not self for c in prov.calls):
             return None
@@ -432,9 +462,11 @@ class OGANHook:
         if current is None:
             return None
         self._current = None  # one term per discriminator call
-        prov, weight = current
+        prov, rule = current
+        # a Ramp (the "auto" default): its weight for the newest generator call the rows come from
+        weight = weight_at(rule, max(c.step for c in prov.calls))
         raw = module.last_raw
-        if raw is None or not raw.requires_grad or not torch.is_grad_enabled() or weight == 0:
+        if raw is None or not raw.requires_grad or not torch.is_grad_enabled():
             return None
         if len(prov) != raw.shape[0]:
             self._warn_once(
@@ -447,9 +479,11 @@ class OGANHook:
         if pairing is None:
             return None
         index, weights, divisor = pairing
-        self.calls += 1
         values = raw.detach()
-        self._last, self._last_rho = (prov.calls, index, values, weights, divisor), None
+        self._last, self._last_rho = (prov.calls, index, values, weights, divisor), None  # rho is logged at weight 0 too
+        if weight == 0:  # a ramp's first step, or a zero weight: no term
+            return None
+        self.calls += 1
         scaler = self.scaler_g if prov.attached and self.scaler_g is not None else self.scaler
         if scaler is not None and not scaler.is_enabled():
             scaler = None
@@ -521,9 +555,9 @@ def _fake_of(output: Any) -> tuple[Optional[Tensor], Optional[int]]:
 def attach(
     discriminator: nn.Module,
     generator: nn.Module,
-    corr_weight: float = 0.5,
+    corr_weight: Union[float, str, Ramp] = "auto",
     *,
-    corr_weight_g: Optional[float] = None,
+    corr_weight_g: Union[None, float, str, Ramp] = None,
     scaler: Any = None,
     scaler_g: Any = None,
     eps: float = EPS,
@@ -537,9 +571,13 @@ def attach(
             ``DistributedDataParallel`` / ``DataParallel`` around one (DataParallel on one
             device, or none: over several GPUs it runs replicas that hooks cannot watch).
         generator: the generator; its first positional argument is taken as z (see ``z_from``).
-        corr_weight: lambda in ``-lambda * mean(rho)`` (0.5 in the official code).
+        corr_weight: lambda in ``-lambda * mean(rho)``: ``"auto"`` (the default: a ramp to
+            ``0.5 * sqrt(z_dim)`` over the generator's first 200 training calls, see the
+            module doc), a fixed number (0.5 is the official code's, with its QP loss), or an
+            :class:`ogan_plugin.Ramp`.
         corr_weight_g: lambda for the generator's step, i.e. calls on fakes that carry the
-            generator's graph rather than detached ones (None: ``corr_weight``), as in
+            generator's graph rather than detached ones (None: ``corr_weight``'s; the same
+            kinds of value), as in
             :func:`ogan_plugin.single_loss`.
         scaler: a ``torch.amp.GradScaler`` when the losses are scaled by one (the term is
             then scaled the same way).
@@ -567,7 +605,7 @@ def attach(
             "DistributedDataParallel (one process per GPU), or DataParallel on one device"
         )
     wrapped = _hooked(discriminator)
-    weights = _check_args(generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from)
+    weights = _check_args(generator, corr_weight, corr_weight_g, (scaler, scaler_g), z_from, wrapped.z_dim)
     existing = OGANHook.of(wrapped)
     if existing is not None:
         if (existing.generator is generator and (existing.corr_weight, existing.corr_weight_g) == weights

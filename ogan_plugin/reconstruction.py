@@ -4,13 +4,20 @@
 - :func:`interpolate`: decode the line between two images' codes;
 - :func:`invert`: optimise ``z`` so that ``G(z)`` matches ``x``, started from the
   encoder's code (or a random/mean/given start, for comparison): an :class:`Inversion`.
+
+Each takes ``z_shape=``, the per-sample shape the generator takes its noise in:
+``(z_dim, 1, 1)`` for the PyTorch DCGAN example's generator, fed
+``torch.randn(B, z_dim, 1, 1)``.  Without it, the layout hook mode saw the generator take
+(``OGANHook.z_shape``, while the hook is attached) or a ``SingleLossStep`` was built with is
+used, else flat codes ``(B, z_dim)``; a generator that rejects flat codes raises a
+``ValueError`` that names ``z_shape`` (:mod:`ogan_plugin.layout`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -19,6 +26,7 @@ from torch import Tensor
 from ogan_plugin.checks import check_int, check_number, named_or_callable
 from ogan_plugin.head import OGANDiscriminator, as_wrapped
 from ogan_plugin.labels import check_conditional, check_labels, label_args
+from ogan_plugin.layout import GeneratorFeed, generator_feed
 from ogan_plugin.networks import device_dtype, eval_mode
 
 __all__ = ["reconstruct", "interpolate", "invert", "Inversion", "LOSSES", "INITS", "OPTIMIZERS", "DEFAULT_LR"]
@@ -32,6 +40,7 @@ def reconstruct(
     scale: float = 0.9,
     *,
     y: Optional[Tensor] = None,
+    z_shape: Optional[Sequence[int]] = None,
 ) -> Tensor:
     """``G(scale * encode(x))``: images rebuilt from their codes (METHOD.md section 5).
 
@@ -44,25 +53,34 @@ def reconstruct(
         x: images (B, ...).
         scale: factor on the standardized code.
         y: class labels of ``x`` for a conditional GAN: ``G(scale * encode(x, y), y)``.
+        z_shape: the per-sample shape G takes its noise in, e.g. ``(z_dim, 1, 1)``
+            (default: as known from hook mode or a ``SingleLossStep``, else ``(z_dim,)``;
+            see the module doc).
 
     Returns:
         The reconstructions, as the generator returns them.
+
+    Raises:
+        ValueError: the generator rejects flat codes and no ``z_shape`` is known (the
+            message names ``z_shape``), or ``z_shape`` does not have ``z_dim`` elements.
     """
     d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")
     check_number("scale", scale, positive=True)
     check_conditional(generator, d, y, x.shape[0])
-    return reconstruct_checked(generator, d, x, scale, y)
+    return reconstruct_checked(generator, d, x, scale, y, generator_feed(generator, z_shape, d.z_dim, d))
 
 
 @torch.no_grad()
 def reconstruct_checked(
-    generator: Callable[..., Tensor], d: OGANDiscriminator, x: Tensor, scale: float, y: Optional[Tensor]
+    generator: Callable[..., Tensor], d: OGANDiscriminator, x: Tensor, scale: float, y: Optional[Tensor],
+    feed: GeneratorFeed,
 ) -> Tensor:
     """:func:`reconstruct` on arguments already checked (``d`` resolved by
-    :func:`~ogan_plugin.head.as_wrapped`), for callers that check once and run in batches."""
+    :func:`~ogan_plugin.head.as_wrapped`), for callers that check once and run in batches;
+    ``feed`` (:func:`~ogan_plugin.layout.generator_feed`) calls the generator."""
     labels = label_args(y)
     code = d.encode(x, *labels)
-    return generator(scale * code.to(_generator_dtype(generator, code)), *labels)
+    return feed(scale * code.to(_generator_dtype(generator, code)), *labels)
 
 
 @torch.no_grad()
@@ -76,6 +94,7 @@ def interpolate(
     *,
     y: Optional[Tensor] = None,
     y_b: Optional[Tensor] = None,
+    z_shape: Optional[Sequence[int]] = None,
 ) -> Tensor:
     """Decode codes on the line from ``encode(x_a)`` to ``encode(x_b)``.
 
@@ -90,6 +109,7 @@ def interpolate(
         y_b: class labels of ``x_b``.  Where they differ from ``y``, floating-point
             (one-hot) labels are interpolated along with the codes; integer labels must
             then be equal (``ValueError``).
+        z_shape: the per-sample shape G takes its noise in, as in :func:`reconstruct`.
 
     Returns:
         A tensor (B, steps, *image_shape): row i morphs x_a[i] into x_b[i]; the first and
@@ -104,6 +124,7 @@ def interpolate(
         raise ValueError("y_b was given without y: give the labels of x_a as y")
     B = x_a.shape[0]
     check_conditional(generator, d, y, B)
+    feed = generator_feed(generator, z_shape, d.z_dim, d)
     if y_b is not None:
         check_labels(y_b, B, "y_b")
         if y_b.shape != y.shape or y_b.dtype != y.dtype:
@@ -122,7 +143,7 @@ def interpolate(
         else:
             tl = t.view(1, steps, *([1] * (y.dim() - 1))).to(y.dtype)
             labels = (((1 - tl) * y[:, None] + tl * y_b[:, None]).flatten(0, 1),)
-    out = generator(scale * codes.flatten(0, 1).to(_generator_dtype(generator, codes)), *labels)
+    out = feed(scale * codes.flatten(0, 1).to(_generator_dtype(generator, codes)), *labels)
     return out.view(B, steps, *out.shape[1:])
 
 
@@ -156,7 +177,9 @@ class Inversion:
     """What :func:`invert` found, one row per image, every tensor on the generator's device.
 
     Attributes:
-        z: (N, z_dim) the best code found per image (lowest objective seen), in G's dtype.
+        z: (N, *z_shape) the best code found per image (lowest objective seen), in G's
+            dtype and input layout (``(N, z_dim)`` for a generator that takes flat
+            codes): ``G(z)`` gives ``reconstruction``.
         reconstruction: (N, *image_shape) ``G(z)``, detached.
         loss: (N,) reconstruction loss of ``G(z)`` against the image (without the prior
             term), float32 (float64 for a float64 generator).
@@ -165,7 +188,7 @@ class Inversion:
             steps run (fewer than asked when every image stopped early on ``tol``).  With
             ``prior=0`` every column is non-increasing and ``history[-1] == loss``.
         steps: (N,) int64 steps each image ran before it stopped (``tol``) or the run ended.
-        start: (N, z_dim) the code each image started from (for ``init="random"`` with
+        start: (N, *z_shape) the code each image started from (for ``init="random"`` with
             restarts: the start of the restart that was kept).
     """
 
@@ -200,6 +223,7 @@ def invert(
     batch_size: Optional[int] = None,
     seed: int = 0,
     callback: Optional[Callable[[int, Tensor], None]] = None,
+    z_shape: Optional[Sequence[int]] = None,
 ) -> Inversion:
     """Find codes ``z`` with ``G(z) ~ x``: optimisation-based inversion started from the encoder.
 
@@ -228,7 +252,7 @@ def invert(
             and ``D.encode(x, y)``.
         init: the start: ``"encoder"`` (``scale * D.encode(x)``), ``"random"``
             (``z ~ N(0, I)``, ``restarts`` of them per image), ``"mean"`` (``z = 0``, the
-            prior's mean), or a (N, z_dim) tensor of codes.
+            prior's mean), or a tensor of codes, (N, z_dim) or (N, *z_shape).
         scale: factor on the standardized code for ``init="encoder"``.
         restarts: independent random starts per image for ``init="random"`` (run side by
             side; the one with the lowest final objective is kept per image).
@@ -244,7 +268,11 @@ def invert(
         seed: seed of the random starts (a CPU generator: the same starts on every device).
         callback: called as ``callback(step, z)`` after the start (step 0) and after every
             step, ``z`` being the best codes so far of the current batch's images (batches
-            run one after another); for progress bars and snapshots.
+            run one after another), in G's input layout; for progress bars and snapshots.
+        z_shape: the per-sample shape G takes its noise in, e.g. ``(z_dim, 1, 1)`` for the
+            DCGAN example's generator (default: the layout hook mode saw or a
+            ``SingleLossStep`` was built with, else ``(z_dim,)``; see the module doc).  The
+            optimisation runs on the same ``z_dim`` numbers either way.
 
     Returns:
         :class:`Inversion`: ``z``, ``reconstruction``, ``loss`` per image, ``history``,
@@ -257,7 +285,8 @@ def invert(
         ValueError: a bad number (``steps < 0``, ``lr <= 0``, ...), ``x`` not a non-empty
             floating-point batch, ``init`` neither a known name nor a tensor of codes, NaN or
             inf in ``x`` or ``init``, shapes that do not match (the message names the
-            argument).
+            argument), or a generator that rejects flat codes while no ``z_shape`` is
+            known (the message names ``z_shape``).
     """
     d = as_wrapped(wrapped_discriminator, "wrapped_discriminator")  # DDP around a wrapped D: a view through it
     if not callable(generator):
@@ -285,9 +314,13 @@ def invert(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     check_conditional(generator, d, y, n)
+    feed = generator_feed(generator, z_shape, d.z_dim, d)
+    layout = feed.layout.shape
     if isinstance(init, Tensor):
-        if init.shape != (n, d.z_dim):
-            raise ValueError(f"init must have shape ({n}, {d.z_dim}) (one code per image), got {tuple(init.shape)}")
+        if init.shape not in ((n, d.z_dim), (n, *layout)):
+            raise ValueError(f"init must have shape ({n}, {d.z_dim}) or {(n, *layout)} (one code per image), "
+                             f"got {tuple(init.shape)}")
+        init = init.reshape(n, d.z_dim)
         if not bool(torch.isfinite(init).all()):
             raise ValueError("init contains NaN or inf values")
     elif init not in INITS:
@@ -319,7 +352,7 @@ def invert(
                 else:
                     z0 = drawn[:, i : i + size].flatten(0, 1).to(device=device, dtype=dtype)
                 parts.append(
-                    _invert_batch(generator, xb, yb, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback)
+                    _invert_batch(feed, xb, yb, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback)
                 )
     finally:
         for p, flag in flags:
@@ -327,12 +360,15 @@ def invert(
     z, rec, losses, histories, used, starts = zip(*parts)
     length = max(h.shape[0] for h in histories)  # batches that all stopped early (tol) hold their last row
     history = torch.cat([torch.cat([h, h[-1:].expand(length - h.shape[0], -1)]) for h in histories], dim=1)
-    return Inversion(torch.cat(z), torch.cat(rec), torch.cat(losses), history, torch.cat(used), torch.cat(starts))
+    return Inversion(torch.cat(z).view(n, *layout), torch.cat(rec), torch.cat(losses), history, torch.cat(used),
+                     torch.cat(starts).view(n, *layout))
 
 
 def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patience, make_opt, callback) -> tuple:
-    """One batch of :func:`invert` (inputs checked); rows of ``z0`` are ``restarts`` blocks
-    of the batch's images.  Returns the fields of :class:`Inversion` in order."""
+    """One batch of :func:`invert` (inputs checked); rows of ``z0`` (flat, (rows, z_dim))
+    are ``restarts`` blocks of the batch's images; ``G`` is a
+    :class:`~ogan_plugin.layout.GeneratorFeed` (flat codes in).  Returns the fields of
+    :class:`Inversion` in order, codes flat."""
     b = x.shape[0]
     if restarts > 1:
         x = x.repeat(restarts, *([1] * (x.dim() - 1)))
@@ -381,7 +417,8 @@ def _invert_batch(G, x, y, z0, restarts, steps, lr, loss_fn, prior, tol, patienc
                 best_obj[keep], best_loss[keep], best_z[keep] = obj[better], lo[better], zi.detach()[better]
             history.append(best_loss.clone())
             if callback is not None:
-                callback(t, _pick(best_z, best_obj, restarts, b)[0])
+                picked = _pick(best_z, best_obj, restarts, b)[0]
+                callback(t, picked.view(picked.shape[0], *G.layout.shape))
             if t == steps:
                 break
             if tol is not None:

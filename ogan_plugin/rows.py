@@ -62,10 +62,11 @@ def on_host(t: Tensor) -> bool:
 class GeneratorCall:
     """One recorded generator output: its noise ``z`` (detached, ``(B, z_dim)``) and the hook."""
 
-    __slots__ = ("z", "owner", "with_grad", "seen", "units", "__weakref__")
+    __slots__ = ("z", "owner", "with_grad", "seen", "units", "step", "__weakref__")
 
-    def __init__(self, z: Tensor, owner: Any, with_grad: bool) -> None:
+    def __init__(self, z: Tensor, owner: Any, with_grad: bool, step: int = 0) -> None:
         self.z = z
+        self.step = step  # the generator's training calls before this one (a Ramp weight's clock)
         self.units: dict = {}  # z's unit rows by (dtype, eps), for hook mode's host path
         self.owner = owner  # the OGANHook that recorded it (other hooks ignore its rows)
         self.with_grad = with_grad  # made with autograd on (a generator step's output)

@@ -22,6 +22,7 @@ from ogan_plugin.checks import check_int
 from ogan_plugin.ema import EMA
 from ogan_plugin.head import OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.layout import remember_layout
 from ogan_plugin.losses import AdversarialLoss
 from ogan_plugin.training import (
     _check_augment,
@@ -132,7 +133,10 @@ class SingleLossStep:
             full-batch step.
         ema_decay: keep an :class:`~ogan_plugin.ema.EMA` of the generator with this decay.
         z_shape: per-sample shape of sampled z (default ``(z_dim,)``; e.g.
-            ``(z_dim, 1, 1)`` for DCGAN-style generators).
+            ``(z_dim, 1, 1)`` for DCGAN-style generators).  When given, it is also the
+            layout :func:`~ogan_plugin.reconstruct`, :func:`~ogan_plugin.invert` and the
+            :mod:`~ogan_plugin.evaluate` helpers feed this generator codes in
+            (:mod:`ogan_plugin.layout`).
         noise_generator: a ``torch.Generator`` for sampling z (saved in
             :meth:`state_dict`, for exact resumption); default: torch's global RNG.
         backend: force the ``ogan_objective`` backend by name.
@@ -219,6 +223,8 @@ class SingleLossStep:
         self.z_shape = (D_z,) if z_shape is None else tuple(int(s) for s in z_shape)
         if int(torch.Size(self.z_shape).numel()) != D_z:
             raise ValueError(f"z_shape={tuple(self.z_shape)} must have {D_z} elements (the discriminator's z_dim)")
+        if z_shape is not None:  # reconstruct / invert / evaluate feed G codes in this layout
+            remember_layout(self.z_shape, generator, wrapped_discriminator)
 
         self.accumulation_steps = check_int("accumulation_steps", accumulation_steps, 1)
 

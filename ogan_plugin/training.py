@@ -67,6 +67,7 @@ from ogan_plugin.checks import check_device, check_int
 from ogan_plugin.ema import EMA
 from ogan_plugin.head import Decomposition, OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
+from ogan_plugin.layout import remember_layout
 from ogan_plugin.labels import check_conditional, check_labels, label_args
 from ogan_plugin.kernels.single_loss import ObjectiveOutput
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance

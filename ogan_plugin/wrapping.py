@@ -41,9 +41,9 @@ def wrap(
             adapter plugin.  Its forward may return a tuple or dict: every output is kept.
         z_dim: the generator's noise size (>= 2).
         head: dotted path of the head layer, to skip automatic detection.
-        generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with the
-            default weight 0.5): an unchanged alternating loop then gets the correlation
-            term in both updates (see :mod:`ogan_plugin.hook`).
+        generator: when given, turn on hook mode (:func:`ogan_plugin.attach` with its
+            default weight, ``"auto"``: a ramp to ``0.5 * sqrt(z_dim)``): an unchanged alternating
+            loop then gets the correlation term in both updates (see :mod:`ogan_plugin.hook`).
         score: which score the O-GAN losses train on (:mod:`ogan_plugin.scores`):
             ``"auto"`` (D's whole output, averaged per sample, so a projection
             discriminator's class term counts; the head's mean when D ends in a Sigmoid;

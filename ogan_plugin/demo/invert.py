@@ -186,7 +186,8 @@ def write_outputs(out: Path, generator: Any, x: torch.Tensor, names: list[str], 
     picture.save(png, format="PNG", optimize=True)
 
     codes = io.BytesIO()
-    np.savez(codes, z=result.z.float().cpu().numpy(), encoder=result.start.float().cpu().numpy(), names=np.array(names))
+    np.savez(codes, z=result.z.flatten(1).float().cpu().numpy(), encoder=result.start.flatten(1).float().cpu().numpy(),
+             names=np.array(names))
 
     table = io.StringIO()
     w = csv.writer(table, lineterminator="\n")

@@ -44,11 +44,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ogan_plugin.images import tile
+from ogan_plugin.corr_weights import Ramp, resolve_hook_weights
 from ogan_plugin.hook import OGANHook, attach
+from ogan_plugin.layout import remember_layout
 from ogan_plugin.wrapping import wrap
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.labels import label_args
-from ogan_plugin.losses import AdversarialLoss, check_corr_weights
+from ogan_plugin.losses import AdversarialLoss
 from ogan_plugin.networks import eval_mode
 from ogan_plugin.training import ROUTINGS, single_loss
 
@@ -169,6 +171,8 @@ class OGANModule(pl.LightningModule):
         self.z_shape = (z_dim,) if z_shape is None else tuple(int(s) for s in z_shape)
         if torch.Size(self.z_shape).numel() != z_dim:
             raise ValueError(f"z_shape={self.z_shape} must have z_dim={z_dim} elements")
+        if z_shape is not None:  # reconstruct / invert / evaluate feed G codes in this layout
+            remember_layout(self.z_shape, generator, self.discriminator)
         self.loss_name = loss
         self.corr_weight = corr_weight
         self.corr_weight_g = corr_weight_g
@@ -296,8 +300,9 @@ class OGANCallback(pl.Callback):
         z_dim: the generator's noise size.
         generator: attribute name of the generator on the module.
         discriminator: attribute name of the discriminator on the module.
-        corr_weight: lambda of the correlation term.
-        corr_weight_g: lambda in the generator's step (None: ``corr_weight``); see
+        corr_weight: the weight of the correlation term, as in :func:`ogan_plugin.attach`:
+            ``"auto"`` (hook mode's default), a fixed number, or :class:`ogan_plugin.Ramp`.
+        corr_weight_g: the weight in the generator's step (None: ``corr_weight``'s); see
             :func:`ogan_plugin.attach`.
         log_rho: log the last recognised rho as ``ogan/rho`` after each batch.
     """
@@ -307,12 +312,14 @@ class OGANCallback(pl.Callback):
         z_dim: int,
         generator: str = "generator",
         discriminator: str = "discriminator",
-        corr_weight: float = 0.5,
+        corr_weight: Union[float, str, Ramp] = "auto",
         log_rho: bool = True,
-        corr_weight_g: Optional[float] = None,
+        corr_weight_g: Union[None, float, str, Ramp] = None,
     ) -> None:
         super().__init__()
-        check_corr_weights(corr_weight, corr_weight_g)
+        if not isinstance(z_dim, int) or isinstance(z_dim, bool):
+            raise TypeError(f"z_dim must be an int, got {type(z_dim).__name__}")
+        resolve_hook_weights(corr_weight, corr_weight_g, z_dim)  # checked here, resolved at attach
         self.z_dim = z_dim
         self.generator_attr = generator
         self.discriminator_attr = discriminator

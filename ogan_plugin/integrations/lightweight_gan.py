@@ -25,8 +25,9 @@ the package's own ``train()`` runs on a GPU only.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from ogan_plugin.corr_weights import Ramp
 from ogan_plugin.hook import OGANHook
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.integrations.trainers import (
@@ -45,14 +46,17 @@ def _is_trainer(trainer: Any) -> bool:
     return is_instance_of(trainer, "lightweight_gan", "Trainer")
 
 
-def enable(trainer: Any, corr_weight: float = 0.5, *, corr_weight_g: Optional[float] = None) -> OGANHook:
+def enable(
+    trainer: Any, corr_weight: Union[float, str, Ramp] = "auto", *, corr_weight_g: Union[None, float, str, Ramp] = None
+) -> OGANHook:
     """Turn the O-GAN encoder on in a ``lightweight_gan.Trainer``.
 
     Builds the GAN first (``trainer.init_GAN()``) when the trainer has not yet.
 
     Args:
         trainer: a ``lightweight_gan.Trainer``.
-        corr_weight: lambda of the correlation term (as in :func:`ogan_plugin.attach`).
+        corr_weight: the correlation term's weight, as in :func:`ogan_plugin.attach`: ``"auto"``
+            (hook mode's default ramp), a number or an :class:`ogan_plugin.Ramp`.
         corr_weight_g: lambda in the generator's step (None: ``corr_weight``).
 
     Returns:

@@ -22,10 +22,11 @@ own ``train()`` runs on a GPU only.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from torch import Tensor
 
+from ogan_plugin.corr_weights import Ramp
 from ogan_plugin.hook import OGANHook
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.integrations.trainers import (
@@ -51,14 +52,17 @@ def first_style(args: tuple, kwargs: dict) -> Tensor:
     return styles[:, 0]
 
 
-def enable(trainer: Any, corr_weight: float = 0.5, *, corr_weight_g: Optional[float] = None) -> OGANHook:
+def enable(
+    trainer: Any, corr_weight: Union[float, str, Ramp] = "auto", *, corr_weight_g: Union[None, float, str, Ramp] = None
+) -> OGANHook:
     """Turn the O-GAN encoder on in a ``stylegan2_pytorch.Trainer``.
 
     Builds the GAN first (``trainer.init_GAN()``) when the trainer has not yet.
 
     Args:
         trainer: a ``stylegan2_pytorch.Trainer``.
-        corr_weight: lambda of the correlation term (as in :func:`ogan_plugin.attach`).
+        corr_weight: the correlation term's weight, as in :func:`ogan_plugin.attach`: ``"auto"``
+            (hook mode's default ramp), a number or an :class:`ogan_plugin.Ramp`.
         corr_weight_g: lambda in the generator's step (None: ``corr_weight``).
 
     Returns:

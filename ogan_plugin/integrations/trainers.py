@@ -79,7 +79,7 @@ def enable(trainer: Any, **options: Any) -> OGANHook:
 
     Args:
         trainer: a trainer object of a supported package (:func:`supported_trainers`).
-        **options: passed to the package's ``enable``: ``corr_weight`` (0.5),
+        **options: passed to the package's ``enable``: ``corr_weight`` (``"auto"``),
             ``corr_weight_g`` and the like (see :mod:`ogan_plugin.integrations.lightweight_gan`
             and :mod:`ogan_plugin.integrations.stylegan2_pytorch`).
 

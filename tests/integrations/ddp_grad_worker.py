@@ -50,7 +50,7 @@ def gradients(config: tuple[str, str, str], x: torch.Tensor, z: torch.Tensor, dd
     G, D = nets()
     W = ogan_plugin.wrap(D, z_dim=Z)
     if routing == "hook":
-        hook = ogan_plugin.attach(W, G)
+        hook = ogan_plugin.attach(W, G, corr_weight=0.5)
         G_run, D_run = (DDP(G), DDP(W)) if ddp else (G, W)
         ones, zeros = torch.ones(len(x), 1, dtype=x.dtype), torch.zeros(len(x), 1, dtype=x.dtype)
         bce = nn.BCEWithLogitsLoss()

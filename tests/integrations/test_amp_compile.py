@@ -79,7 +79,7 @@ def test_hook_mode_under_bf16_autocast_matches_float32() -> None:
     results = []
     for amp in (False, True):
         G, D = nets()
-        with ogan_plugin.attach(D, G) as hook:
+        with ogan_plugin.attach(D, G, 0.5) as hook:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 fake = G(z)
                 loss = nn.functional.softplus(-D(fake).float()).mean()  # a non-saturating G loss

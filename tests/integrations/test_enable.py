@@ -36,7 +36,7 @@ class ToyTrainer:
         self.D_opt.step()
 
 
-def toy_enable(trainer: ToyTrainer, corr_weight: float = 0.5) -> ogan_plugin.OGANHook:
+def toy_enable(trainer: ToyTrainer, corr_weight="auto") -> ogan_plugin.OGANHook:
     wrapped, old = wrap_once(trainer.D, NZ, "2")
     swap_parameters(trainer.D_opt, old, list(wrapped.head.parameters()))
     return trainers.attach_once(trainer, wrapped, trainer.G, corr_weight=corr_weight)

@@ -210,7 +210,7 @@ def test_conditional_loop_calling_netD_with_labels_works_unchanged(device) -> No
     y = torch.randint(0, 3, (10,)).to(device)
     want_d, want_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.5)
     plain_d, _ = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, corr_weight=0.5) as hook:
         got_d, got_g = conditional_hinge_grads(G, D, z, x, y, explicit_weight=0.0)
         assert hook.calls == 2  # netD(fake.detach(), y) and netD(fake, y); not netD(x, y)
         torch.testing.assert_close(hook.last_rho, ogan_plugin.pearson_correlation(z, D.decompose(G(z, y), y).raw).mean())
@@ -276,8 +276,8 @@ def test_copied_augmented_sliced_or_modified_fakes_are_recognised(transform) -> 
     import warnings
 
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
-    hook = OGANHook.of(D)
+    D = ogan_plugin.wrap(D, z_dim=NZ)
+    hook = ogan_plugin.attach(D, G, 0.5)
     z = torch.randn(6, NZ, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -291,8 +291,8 @@ def test_copied_augmented_sliced_or_modified_fakes_are_recognised(transform) -> 
 
 def test_no_warning_for_sampling_under_no_grad_and_deepcopies_are_inert() -> None:
     G, D = mlp_pair()
-    D = ogan_plugin.wrap(D, z_dim=NZ, generator=G)
-    hook = OGANHook.of(D)
+    D = ogan_plugin.wrap(D, z_dim=NZ)
+    hook = ogan_plugin.attach(D, G, 0.5)
     G_ema, D_copy = copy.deepcopy(G), copy.deepcopy(D)
     z = torch.randn(6, NZ, dtype=torch.float64)
     fake = G(z)
@@ -450,11 +450,11 @@ def test_scaler_g_scales_the_generator_steps_term_and_z_from_picks_the_code() ->
         (scaler_g.scale(loss_g) if scaler_g else loss_g).backward()
         return d + [p.grad / (scaler_g.get_scale() if scaler_g else 1.0) for p in G.parameters()]
 
-    with ogan_plugin.attach(D, G, z_from=lambda args, kwargs: args[1]) as hook:
+    with ogan_plugin.attach(D, G, 0.5, z_from=lambda args, kwargs: args[1]) as hook:
         want = grads(None, None)
         assert hook.calls == 2
     s_d, s_g = torch.amp.GradScaler("cpu", init_scale=2.0**4), torch.amp.GradScaler("cpu", init_scale=2.0**9)
-    with ogan_plugin.attach(D, G, scaler=s_d, scaler_g=s_g, z_from=lambda args, kwargs: args[1]):
+    with ogan_plugin.attach(D, G, 0.5, scaler=s_d, scaler_g=s_g, z_from=lambda args, kwargs: args[1]):
         got = grads(s_d, s_g)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

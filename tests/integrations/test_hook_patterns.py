@@ -106,7 +106,7 @@ def test_device_row_maps_give_the_same_gradients(name: str, monkeypatch) -> None
     monkeypatch.setattr(rows_module, "READ_ON_CPU", False)
     G, D = hp.pair()
     z, real = data()
-    with ogan_plugin.attach(D, G):
+    with ogan_plugin.attach(D, G, 0.5):
         x = PATTERNS[name](G(z), real)[0][0]
         assert name == "cat real first" or isinstance(provenance(x).rows, torch.Tensor)
     hp.assert_parity(G, D, z, real, PATTERNS[name], calls=2)
@@ -128,7 +128,7 @@ def test_a_generator_returning_a_tuple_tracks_its_images() -> None:
     G, D = hp.pair(tuple_output=True)
     z, real = data()
     hp.assert_parity(G, D, z, real, lambda f, r: one(torch.cat([r[:2], f]), range(2, 2 + B), range(B)), calls=2)
-    with ogan_plugin.attach(D, G):
+    with ogan_plugin.attach(D, G, 0.5):
         images, aux = G(z)
         assert type(images) is Tracked and type(aux) is torch.Tensor
 
@@ -147,7 +147,7 @@ def test_several_generator_calls_in_one_batch() -> None:
     z, real = data()
     torch.manual_seed(9)
     z_old = torch.randn(3, NZ, dtype=torch.float64)
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         old = G(z_old).detach()
         new = G(z)
         x = torch.cat([old, real[:2], new])
@@ -185,7 +185,7 @@ def test_a_gradient_penalty_pass_gets_no_term() -> None:
     G, D = hp.pair()
     z, _ = data()
     want = grads(False)
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         got = grads(True)
         assert hook.calls == 1
     for a, b in zip(got, want):
@@ -202,7 +202,7 @@ def test_mixup_loses_the_rows_warns_naming_the_op_and_adds_nothing() -> None:
     G, D = hp.pair()
     z, real = data()
     plain = hp.step_grads(G, D, z, real, mixup, reference_weight=0.0)
-    with ogan_plugin.attach(D, G) as hook, pytest.warns(RuntimeWarning, match=r"lost their provenance at 'add'"):
+    with ogan_plugin.attach(D, G, 0.5) as hook, pytest.warns(RuntimeWarning, match=r"lost their provenance at 'add'"):
         got = hp.step_grads(G, D, z, real, mixup)
     assert hook.calls == 0 and hook.last_rho is None
     for a, b in zip(got, plain):
@@ -212,7 +212,7 @@ def test_mixup_loses_the_rows_warns_naming_the_op_and_adds_nothing() -> None:
 def test_a_real_fake_interpolation_is_not_taken_for_a_fake() -> None:
     G, D = hp.pair()
     z, real = data()
-    with ogan_plugin.attach(D, G) as hook, pytest.warns(RuntimeWarning, match=r"at 'add'"):
+    with ogan_plugin.attach(D, G, 0.5) as hook, pytest.warns(RuntimeWarning, match=r"at 'add'"):
         alpha = torch.rand(B, 1, 1, 1, dtype=torch.float64)
         D(alpha * real + (1 - alpha) * G(z).detach()).sum().backward()
     assert hook.calls == 0
@@ -231,7 +231,7 @@ def test_partly_lost_rows_keep_the_term_on_the_others(monkeypatch) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         hp.assert_parity(G, D, z, real, half, calls=2)
     monkeypatch.setattr(rows_module, "READ_ON_CPU", False)  # the device path: a flag, read later
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             x = half(G(z).detach(), real)[0][0]
@@ -247,7 +247,7 @@ def test_partly_lost_rows_keep_the_term_on_the_others(monkeypatch) -> None:
 def test_an_unknown_op_is_named() -> None:
     G, D = hp.pair()
     z, _ = data()
-    with ogan_plugin.attach(D, G) as hook, pytest.warns(RuntimeWarning, match=r"at 'cummax'"):
+    with ogan_plugin.attach(D, G, 0.5) as hook, pytest.warns(RuntimeWarning, match=r"at 'cummax'"):
         x = G(z).detach()
         D(x - torch.cummax(x, dim=0).values * 0.1).sum().backward()
     assert hook.calls == 0
@@ -266,7 +266,7 @@ def test_fakes_written_into_a_buffer_are_followed() -> None:
 
     G, D = hp.pair()
     z, real = data()
-    with ogan_plugin.attach(D, G) as hook:  # D's step only: writing into a plain buffer cuts G's graph
+    with ogan_plugin.attach(D, G, 0.5) as hook:  # D's step only: writing into a plain buffer cuts G's graph
         x = buffered(G(z).detach(), real)[0][0]
         D.zero_grad()
         D(x).sum().backward()
@@ -283,7 +283,7 @@ def test_fakes_that_leave_torch_are_not_followed_and_warn() -> None:
     G, D = hp.pair()
     z, _ = data()
     for transform in (lambda f: torch.from_numpy(f.detach().numpy().copy()), lambda f: torch.tensor(f.tolist(), dtype=f.dtype)):
-        with ogan_plugin.attach(D, G) as hook:
+        with ogan_plugin.attach(D, G, 0.5) as hook:
             D(transform(G(z))).sum().backward()
             assert hook.calls == 0 and hook.last_rho is None
             with pytest.warns(RuntimeWarning, match="never on a tensor made from it"):
@@ -304,7 +304,7 @@ def test_real_only_calls_add_nothing_and_do_no_provenance_work(monkeypatch) -> N
     seen = []
     original = provenance_module.propagate
     monkeypatch.setattr(provenance_module, "propagate", lambda *a: seen.append(a[0]) or original(*a))
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         G(z)  # a generator output exists
         got = d_grads()
         assert seen == [] and hook.calls == 0
@@ -315,7 +315,7 @@ def test_real_only_calls_add_nothing_and_do_no_provenance_work(monkeypatch) -> N
 def test_last_rho_is_the_mean_over_the_fake_rows() -> None:
     G, D = hp.pair()
     z, real = data()
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         fake = G(z)
         D(torch.cat([real[:2], fake[1:5]])).sum().backward()
         want = ogan_plugin.pearson_correlation(z[1:5], D.decompose(fake[1:5].detach()).raw).mean()
@@ -330,7 +330,7 @@ def test_torch_compile_of_the_loop_gives_the_eager_gradients() -> None:
     def grads(compiled: bool):
         G, D = hp.pair(dtype=torch.float32)
         z, real = data(dtype=torch.float32)
-        hook = ogan_plugin.attach(D, G)
+        hook = ogan_plugin.attach(D, G, 0.5)
 
         def losses(noise):
             fake = G(noise)

@@ -90,7 +90,7 @@ def test_augwrapper_augments_then_calls_the_wrapped_discriminator(lightweight_ga
 
     call = lambda D_, x: D_aug(x, prob=1.0, types=types)[0]  # noqa: E731  (hook mode: the wrapper augments)
     want = hp.step_grads(G, D, z, real, by_hand, reference_weight=0.5)
-    with ogan_plugin.attach(D, G) as hook:
+    with ogan_plugin.attach(D, G, 0.5) as hook:
         got = hp.step_grads(G, D, z, real, lambda f, r: [(f, range(B), range(B))], call=call)
         assert hook.calls == 2
     for a, b in zip(got, want):

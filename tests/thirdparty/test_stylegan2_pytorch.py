@@ -153,7 +153,7 @@ def test_the_trainers_loop_gets_the_by_hand_term_and_trains(stylegan2_pytorch, c
     paired with the first layer's style."""
     hooked, by_hand = cpu_trainer(), cpu_trainer()
     torch.manual_seed(1)
-    hook = ogan_plugin.enable(hooked)
+    hook = ogan_plugin.enable(hooked, corr_weight=0.5)
     torch.manual_seed(1)
     wrapped, old = trainers.wrap_once(by_hand.GAN.D, Z, "to_logit")
     trainers.swap_parameters(by_hand.GAN.D_opt, old, list(wrapped.head.parameters()))
