@@ -149,9 +149,11 @@ def load_data(image_size: int) -> dict[str, torch.Tensor]:
 
 
 # --- one run ----------------------------------------------------------------------------------------------
-def train_one(spec: str, seed: int, args: argparse.Namespace, data: dict[str, torch.Tensor]) -> dict[str, Any]:
+def train_one(
+    spec: str, seed: int, args: argparse.Namespace, data: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], torch.Tensor]:
     """Train the example's loop once; return the run's row (without the sample quality) and
-    the generator and discriminator."""
+    1000 samples (CPU) for :func:`add_quality`."""
     cfg = parse_config(spec)
     nz, device = cfg["nz"], torch.device(args.device)
     torch.manual_seed(seed)

@@ -54,10 +54,12 @@ def test_regular_install_ships_the_same_modules(tmp_path):
     assert (target / "ogan_plugin" / "adapters" / "linear.py").is_file()
     for sub in ("demo", "bench"):
         assert (target / "ogan_plugin" / sub / "command.py").is_file(), sub
+    for part in ("data", "classifier", "steps"):  # ogan_plugin.evaluate's parts
+        assert (target / "ogan_plugin" / "evaluation" / f"{part}.py").is_file(), part
     assert (target / "ogan_plugin" / "py.typed").is_file()  # package data
     assert not (target / "kernels").exists() and not (target / "adapters").exists()
     code = (
-        "import ogan_plugin, ogan_plugin.kernels.pearson as k, ogan_plugin.adapters.linear as a; "
+        "import ogan_plugin, ogan_plugin.kernels.pearson as k, ogan_plugin.adapters.linear as a, ogan_plugin.evaluate; "
         "print(ogan_plugin.__file__); print(k.__file__); print(a.__file__)"
     )
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}

@@ -195,7 +195,7 @@ def test_hook_mode_adds_the_correlation_gradient_through_the_patch_map():
     torch.manual_seed(5)
     G = nn.Sequential(nn.Linear(6, 256), nn.Tanh(), nn.Unflatten(1, (1, 16, 16)))
     D = ogan_plugin.wrap(patch_gan(), z_dim=6)  # an unchanged loop's per-patch loss
-    ogan_plugin.attach(D, G, 0.5)
+    ogan_plugin.attach(D, G, corr_weight=0.5)  # a fixed weight ("auto" ramps up from 0)
     z = torch.randn(8, 6)
     fake = G(z)
     out = D(fake.detach())
