@@ -15,8 +15,12 @@ Gradient, with u = zc / max(||zc||, eps), v = ec / max(||ec||, eps), rho = <u, v
 
     d rho / d e = (u - [||ec|| >= eps] * rho * v) / max(||ec||, eps)     (and z <-> e)
 
-The file reads top to bottom: the Triton kernels, their launchers, the autograd glue, the
-torch reference, and the ``ogan_backends`` hook registering three backends per operation:
+The file reads top to bottom: the Triton kernels, their launchers, the autograd glue, and
+the ``ogan_backends`` hook registering three backends per operation.  Beside it:
+:mod:`~ogan_plugin.kernels.pearson_torch` (the torch reference and the CPU's fast path, re-
+exported here), :mod:`~ogan_plugin.kernels.rowstats` (the Triton device functions this file
+and the single-loss objective share) and :mod:`~ogan_plugin.kernels.launch` (tiles,
+launches, tickets).
 
 * ``triton`` (priority 10): fused kernels, one launch for the forward and one for the
   backward.  Automatic on CUDA tensors once a one-time probe (:func:`triton_probe`) has
@@ -67,7 +71,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -94,16 +97,35 @@ from ogan_plugin.kernels.launch import (  # noqa: F401  (re-exported: the launch
     triton_problem,
     triton_serves,
 )
+from ogan_plugin.kernels import rowstats as _rowstats
+from ogan_plugin.kernels.rowstats import (  # noqa: F401  (single_loss imports them from here too)
+    _finish_sums,
+    _load_tile,
+    _pair_stats_chunked,
+    _pair_tiles,
+    _unit_chunk,
+)
 from ogan_plugin.registry import NOT_PROBED, Backend
 
-#: Norm floor of the correlation (see the module docstring).
-EPS = 1e-6
+from ogan_plugin.kernels.pearson_torch import (  # noqa: E402,F401  (the torch implementations, re-exported)
+    EPS,
+    _as_numpy,
+    _numpy_path,
+    correlation_loss_reference,
+    correlation_loss_torch,
+    pearson_grad_reference,
+    pearson_reference,
+    pearson_torch,
+    unit_pair,
+    unit_pair_grad,
+    unit_rows,
+)
 
 #: ``triton.language`` once :meth:`_LazyTriton.build` has run; the kernels below use ``tl``
 #: only inside their bodies (their annotations are strings), so this file imports without Triton.
 tl: Any = None
 
-_TRITON = _LazyTriton(globals())
+_TRITON = _LazyTriton(globals(), depends=(_rowstats._TRITON,))
 
 
 def triton_probe(device_type: str) -> Optional[str]:
@@ -143,160 +165,6 @@ def _probe_launch(device: torch.device) -> float:
     z = torch.tensor([[0.0, 1.0]], device=device)
     e = torch.tensor([[0.0, 2.0]], device=device)
     return float(pearson_forward(z, e).item())
-
-
-# --- Triton kernels ----------------------------------------------------------------------
-# Per-row scalars (means, norms, their ratios) are divided and square-rooted with the
-# IEEE-rounded ``tl.div_rn`` / ``tl.sqrt_rn``: plain ``/`` and ``tl.sqrt`` compile to the
-# approximate ``div.full.f32`` / ``sqrt.approx.f32`` on NVIDIA GPUs (2 ulp), while the
-# interpreter rounds correctly.  They run once per row, never per element, so they cost
-# nothing, and the kernels round the same way on a GPU as in the tests.
-@_TRITON.kernel
-def _load_tile(ptr, rows, row_mask, cols, n, stride_b, stride_n):
-    """(ROWS, BLOCK_N) tile of a (B, n) tensor as float32 (0 outside), and its mask.
-
-    Offsets are 64-bit for rows and columns: a column-strided view (a transposed or
-    sliced tensor) can reach (n - 1) * stride_n >= 2**31 elements.
-    """
-    mask = row_mask[:, None] & (cols[None, :] < n)
-    offs = rows[:, None].to(tl.int64) * stride_b + cols[None, :].to(tl.int64) * stride_n
-    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32), mask
-
-
-@_TRITON.kernel
-def _shifted(x, mask, m1, inv):
-    """``(x - m1) / scale`` per row, overflow-safe (halves first), 0 outside the mask."""
-    return tl.where(mask, (0.5 * x - 0.5 * m1[:, None]) * (2.0 * inv)[:, None], 0.0)
-
-
-@_TRITON.kernel
-def _centre_tile(x, mask, n):
-    """Rows of one block: ``(x - mean) / scale`` with scale = max|x|; returns it, scale, mean.
-
-    The mean is taken in two steps: an approximate mean ``m1`` (of x / scale) is
-    subtracted first (exactly, for values close to it), then the small remaining mean of
-    the shifted values; this keeps near-constant rows accurate in float32.
-    """
-    scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1.1754943508222875e-38)
-    inv = tl.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
-    nf = n.to(tl.float32)
-    m1 = tl.div_rn(tl.sum(x * inv[:, None], axis=1), nf) * scale
-    y = _shifted(x, mask, m1, inv)
-    c = tl.div_rn(tl.sum(y, axis=1), nf)
-    return tl.where(mask, y - c[:, None], 0.0), scale, m1 + c * scale
-
-
-@_TRITON.kernel
-def _norm_factor(ss, scale, eps):
-    """From the centred sum of squares (in units of scale): u-factor, max(norm, eps), norm >= eps."""
-    norm = tl.sqrt_rn(tl.maximum(ss, 0.0)) * scale
-    denom = tl.maximum(norm, eps)
-    return tl.div_rn(scale, denom), denom, (norm >= eps).to(tl.float32)
-
-
-@_TRITON.kernel
-def _pair_tiles(z_ptr, e_ptr, rows, row_mask, n, szb, szn, seb, sen, eps, BLOCK_N: tl.constexpr):
-    """Rows of one block: unit rows u (of z), v (of e), their floors, flags, rho, mean(e)."""
-    cols = tl.arange(0, BLOCK_N)
-    z, mask = _load_tile(z_ptr, rows, row_mask, cols, n, szb, szn)
-    e, _ = _load_tile(e_ptr, rows, row_mask, cols, n, seb, sen)
-    yz, scale_z, _ = _centre_tile(z, mask, n)
-    ye, scale_e, mean_e = _centre_tile(e, mask, n)
-    fz, dz, az = _norm_factor(tl.sum(yz * yz, axis=1), scale_z, eps)
-    fe, de, ae = _norm_factor(tl.sum(ye * ye, axis=1), scale_e, eps)
-    u = yz * fz[:, None]
-    v = ye * fe[:, None]
-    rho = tl.sum(yz * ye, axis=1) * fz * fe
-    return u, v, dz, de, az, ae, rho, mean_e, mask
-
-
-@_TRITON.kernel
-def _scale_and_mean(ptr, rows, row_mask, n, stride_b, stride_n, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Chunked rows, passes 1 and 2: scale = max|x|, 1/scale, approximate mean m1."""
-    cols = tl.arange(0, BLOCK_N)
-    amax = tl.zeros([ROWS], dtype=tl.float32)
-    for start in range(0, n, BLOCK_N):
-        x, _ = _load_tile(ptr, rows, row_mask, start + cols, n, stride_b, stride_n)
-        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-    scale = tl.maximum(amax, 1.1754943508222875e-38)
-    inv = tl.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
-    total = tl.zeros([ROWS], dtype=tl.float32)
-    for start in range(0, n, BLOCK_N):
-        x, _ = _load_tile(ptr, rows, row_mask, start + cols, n, stride_b, stride_n)
-        total += tl.sum(x * inv[:, None], axis=1)
-    return scale, inv, tl.div_rn(total, n.to(tl.float32)) * scale
-
-
-@_TRITON.kernel
-def _pair_stats_chunked(
-    z_ptr, e_ptr, rows, row_mask, n, szb, szn, seb, sen, eps, ROWS: tl.constexpr, BLOCK_N: tl.constexpr
-):
-    """Chunked rows: per-row statistics of z and e, three passes over the columns.
-
-    With y = (x - m1) / scale (m1 an approximate mean) and c = mean(y), the centred unit
-    row is (y - c) * f; pass 3 accumulates sum(y), sum(y^2) and sum(y_z * y_e) and the
-    centred moments follow exactly (S2 - n c^2, Sze - n cz ce) since c is tiny.
-    Returns (m1z, invz, cz, fz, dz, az, m1e, inve, ce, fe, de, ae, rho, mean_e).
-    """
-    scale_z, inv_z, m1z = _scale_and_mean(z_ptr, rows, row_mask, n, szb, szn, ROWS, BLOCK_N)
-    scale_e, inv_e, m1e = _scale_and_mean(e_ptr, rows, row_mask, n, seb, sen, ROWS, BLOCK_N)
-    cols = tl.arange(0, BLOCK_N)
-    sz = tl.zeros([ROWS], dtype=tl.float32)
-    se = tl.zeros([ROWS], dtype=tl.float32)
-    szz = tl.zeros([ROWS], dtype=tl.float32)
-    see = tl.zeros([ROWS], dtype=tl.float32)
-    sze = tl.zeros([ROWS], dtype=tl.float32)
-    for start in range(0, n, BLOCK_N):
-        z, mask = _load_tile(z_ptr, rows, row_mask, start + cols, n, szb, szn)
-        e, _ = _load_tile(e_ptr, rows, row_mask, start + cols, n, seb, sen)
-        yz = _shifted(z, mask, m1z, inv_z)
-        ye = _shifted(e, mask, m1e, inv_e)
-        sz += tl.sum(yz, axis=1)
-        se += tl.sum(ye, axis=1)
-        szz += tl.sum(yz * yz, axis=1)
-        see += tl.sum(ye * ye, axis=1)
-        sze += tl.sum(yz * ye, axis=1)
-    nf = n.to(tl.float32)
-    cz = tl.div_rn(sz, nf)
-    ce = tl.div_rn(se, nf)
-    fz, dz, az = _norm_factor(szz - nf * cz * cz, scale_z, eps)
-    fe, de, ae = _norm_factor(see - nf * ce * ce, scale_e, eps)
-    rho = (sze - nf * cz * ce) * fz * fe
-    return m1z, inv_z, cz, fz, dz, az, m1e, inv_e, ce, fe, de, ae, rho, m1e + ce * scale_e
-
-
-@_TRITON.kernel
-def _unit_chunk(x, mask, m1, inv, c, f):
-    """Chunked rows: the centred unit row on one chunk, 0 outside the mask."""
-    return tl.where(mask, (_shifted(x, mask, m1, inv) - c[:, None]) * f[:, None], 0.0)
-
-
-@_TRITON.kernel
-def _finish_sums(part_ptr, count_ptr, out0_ptr, out1_ptr, scale, K: tl.constexpr, RBLOCK: tl.constexpr):
-    """Last-program reduction: the last program to arrive sums the K partials of every program.
-
-    Each program has written its K partial sums to part_ptr[pid * K + k] before calling
-    this.  The acq_rel ticket orders those writes before the last program's (volatile)
-    reads; the last program writes ``scale * sum`` to out0 (and out1 when K == 2) and
-    resets the ticket to 0 for the next launch on the stream.  RBLOCK is a fixed constant
-    (not derived from the grid), so the grid size never causes a recompile.
-    """
-    num = tl.num_programs(0)
-    tl.debug_barrier()
-    ticket = tl.atomic_add(count_ptr, 1, sem="acq_rel")
-    if ticket == num - 1:
-        offs = tl.arange(0, RBLOCK)
-        acc0 = tl.zeros([RBLOCK], dtype=tl.float32)
-        acc1 = tl.zeros([RBLOCK], dtype=tl.float32)
-        for start in range(0, num, RBLOCK):
-            idx = start + offs
-            acc0 += tl.load(part_ptr + idx * K, mask=idx < num, other=0.0, volatile=True)
-            if K == 2:
-                acc1 += tl.load(part_ptr + idx * K + 1, mask=idx < num, other=0.0, volatile=True)
-        tl.store(out0_ptr, tl.sum(acc0, axis=0) * scale)
-        if K == 2:
-            tl.store(out1_ptr, tl.sum(acc1, axis=0) * scale)
-        tl.atomic_xchg(count_ptr, 0)
 
 
 @_TRITON.kernel(do_not_specialize=("B", "store_rho", "loss"))
@@ -557,208 +425,6 @@ def pearson_compiled(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
 def correlation_loss_compiled(z: Tensor, e: Tensor, weight: float = 0.5, eps: float = EPS) -> Tensor:
     """Backend ``compiled`` of op ``correlation_loss``: ``torch.compile`` of the reference."""
     return _compiled("correlation_loss_reference")(z, e, weight, eps)
-
-
-# --- torch reference ---------------------------------------------------------------------
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def unit_rows(x: Tensor, eps: float = EPS) -> Tensor:
-    """Rows of ``x`` centered and divided by ``max(||row - mean||, eps)`` (overflow-safe)."""
-    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    xc = x / scale
-    xc = xc - xc.mean(dim=1, keepdim=True)
-    norm = torch.linalg.vector_norm(xc, dim=1, keepdim=True) * scale
-    return xc * (scale / norm.clamp_min(eps))
-
-
-def pearson_reference(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
-    """Per-row Pearson correlation of ``z`` and ``e`` (B, n) -> (B,), plain autograd."""
-    dtype = _compute_dtype(z, e)
-    return (unit_rows(z.to(dtype), eps) * unit_rows(e.to(dtype), eps)).sum(dim=1)
-
-
-def correlation_loss_reference(z: Tensor, e: Tensor, weight: float = 0.5, eps: float = EPS) -> Tensor:
-    """``-weight * mean(rho)`` with the reference correlation."""
-    return -weight * pearson_reference(z, e, eps).mean()
-
-
-def pearson_grad_reference(
-    grad: Tensor, z: Tensor, e: Tensor, eps: float = EPS, scale: float = 1.0, need_z: bool = True, need_e: bool = True
-) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """Closed-form gradient of ``sum(scale * grad * pearson_reference(z, e))`` in torch.
-
-    The same gradient autograd gives for :func:`pearson_reference` (see the module
-    docstring); the CPU implementation of the ``ogan_plugin::pearson_backward`` operator.
-    """
-    dtype = _compute_dtype(z, e)
-
-    def unit_floor_flag(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = x.to(dtype)
-        s = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        xc = x / s
-        xc = xc - xc.mean(dim=1, keepdim=True)
-        norm = torch.linalg.vector_norm(xc, dim=1, keepdim=True) * s
-        denom = norm.clamp_min(eps)
-        return xc * (s / denom), denom, (norm >= eps).to(dtype)
-
-    u, dz, az = unit_floor_flag(z)
-    v, de, ae = unit_floor_flag(e)
-    rho = (u * v).sum(dim=1, keepdim=True)
-    g = grad.to(dtype).reshape(-1, 1) * scale
-    gz = (g / dz * (v - az * rho * u)).to(z.dtype) if need_z else None
-    ge = (g / de * (u - ae * rho * v)).to(e.dtype) if need_e else None
-    return gz, ge
-
-
-# --- the reference backend: torch ops, a hand-written backward ----------------------------
-def unit_pair(z: Tensor, e: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The unit rows of z and e stacked, ``(U (2, B, n), denom (2, B, 1), floor flag (2, B, 1), rho (B,))``.
-
-    ``U[0]`` is u = zc / max(||zc||, eps) and ``U[1]`` is v (module docstring); ``denom`` is
-    max(||xc||, eps) and the flag ``||xc|| >= eps``.  Both inputs go through each op at once
-    (one stacked tensor), so a call costs about ten torch ops whatever the sizes.
-
-    Compute dtype: float64 on the CPU, where it costs no more than float32 at these sizes
-    and holds the squares of any float32 value, so no row scaling is needed; elsewhere
-    float32 (float64 for float64 inputs) with the rows divided by their largest magnitude
-    first, as the kernels do, so that values up to the dtype's range do not overflow.
-    """
-    wide = z.dtype == torch.float64 or e.dtype == torch.float64
-    cpu = z.device.type == "cpu"
-    dtype = torch.float64 if (wide or cpu) else torch.float32
-    X = torch.stack((z.to(dtype), e.to(dtype)))
-    if wide or not cpu:  # squares could overflow the compute dtype: scale the rows
-        s = X.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        Xc = X / s
-        Xc = Xc - Xc.mean(dim=-1, keepdim=True)
-        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True) * s
-        denom = norm.clamp_min(eps)
-        U = Xc * (s / denom)
-    else:
-        Xc = X - X.mean(dim=-1, keepdim=True)
-        norm = torch.linalg.vector_norm(Xc, dim=-1, keepdim=True)
-        denom = norm.clamp_min(eps)
-        U = Xc / denom
-    return U, denom, norm >= eps, (U[0] * U[1]).sum(dim=-1)
-
-
-def unit_pair_grad(
-    g: Tensor, U: Tensor, denom: Tensor, flag: Tensor, rho: Tensor, need_z: bool = True, need_e: bool = True
-) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """Gradients of ``sum(g * rho)`` w.r.t. z and e from :func:`unit_pair`'s results (compute dtype).
-
-    d rho / d e = (u - [||ec|| >= eps] rho v) / max(||ec||, eps), and z <-> e.
-    """
-    g = g.to(U.dtype).reshape(1, -1, 1) / denom  # (2, B, 1)
-    coef = flag * rho.reshape(1, -1, 1)
-    gz = g[0] * (U[1] - coef[0] * U[0]) if need_z else None
-    ge = g[1] * (U[0] - coef[1] * U[1]) if need_e else None
-    return gz, ge
-
-
-class _TorchCorrelation(torch.autograd.Function):
-    """rho (``weight`` None) or ``-weight * mean(rho)`` in torch ops, with the closed-form backward."""
-
-    @staticmethod
-    def forward(ctx: Any, z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
-        U, denom, flag, rho = unit_pair(z, e, eps)
-        ctx.save_for_backward(U, denom, flag, rho)
-        ctx.weight, ctx.dtypes = weight, (z.dtype, e.dtype)
-        out_dtype = torch.float64 if torch.float64 in ctx.dtypes else torch.float32
-        if weight is None:
-            return rho.to(out_dtype)
-        return (rho.mean() * -weight).to(out_dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:
-        U, denom, flag, rho = ctx.saved_tensors
-        g = grad if ctx.weight is None else (grad * (-ctx.weight / rho.shape[0])).expand(rho.shape[0])
-        gz, ge = unit_pair_grad(g, U, denom, flag, rho, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return (gz.to(ctx.dtypes[0]) if gz is not None else None), (ge.to(ctx.dtypes[1]) if ge is not None else None), None, None
-
-
-def pearson_torch(z: Tensor, e: Tensor, eps: float = EPS) -> Tensor:
-    """Backend ``reference`` of op ``pearson``: the closed form, at a fraction of the host cost
-    of :func:`pearson_reference` (the same values and gradients, up to rounding).
-
-    On the CPU (eager, no float64 input) it computes in NumPy, in float64, the values and
-    the gradient rows together, and returns them through :func:`_linearised`: no Python
-    autograd node at all.  Elsewhere, and under ``torch.compile``, torch ops forward with
-    a closed-form backward (:class:`_TorchCorrelation`, one autograd node).  Not twice
-    differentiable (use :func:`pearson_reference` for that).
-    """
-    if _numpy_path(z, e):
-        return _numpy_correlation(z, e, eps, None)
-    return _TorchCorrelation.apply(z, e, eps, None)
-
-
-def correlation_loss_torch(z: Tensor, e: Tensor, weight: float = 0.5, eps: float = EPS) -> Tensor:
-    """Backend ``reference`` of op ``correlation_loss`` (see :func:`pearson_torch`)."""
-    if _numpy_path(z, e):
-        return _numpy_correlation(z, e, eps, float(weight))
-    return _TorchCorrelation.apply(z, e, eps, float(weight))
-
-
-def _numpy_path(z: Tensor, e: Tensor) -> bool:
-    """The CPU's path: eager CPU tensors (no float64: those keep the scaled torch path)."""
-    return (
-        z.device.type == "cpu"
-        and e.device.type == "cpu"
-        and z.dtype != torch.float64
-        and e.dtype != torch.float64
-        and not torch.compiler.is_compiling()
-        and type(z) is Tensor
-        and type(e) is Tensor
-    )
-
-
-def _as_numpy(x: Tensor) -> np.ndarray:
-    x = x.detach()
-    return (x if x.dtype == torch.float32 else x.float()).numpy()
-
-
-def _numpy_correlation(z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
-    """rho (``weight`` None) or ``-weight * mean(rho)`` computed in NumPy (float64, no row
-    scaling needed: it holds the squares of any float32 value), with the gradients of the
-    inputs that require one, linearised into the result (:func:`_linearised`)."""
-    X = np.stack((_as_numpy(z), _as_numpy(e))).astype(np.float64)
-    X -= X.mean(axis=-1, keepdims=True)
-    norm = np.sqrt(np.einsum("kbn,kbn->kb", X, X))[..., None]
-    denom = np.maximum(norm, eps)
-    X /= denom  # the unit rows u (of z) and v (of e)
-    rho = np.einsum("bn,bn->b", X[0], X[1])
-    B = rho.shape[0]
-    scale = (np.ones(B) if weight is None else np.full(B, -weight / B))[:, None]
-    grads = []
-    for i, x in ((0, z), (1, e)):
-        if x.requires_grad and torch.is_grad_enabled():
-            g = (scale / denom[i]) * (X[1 - i] - ((norm[i] >= eps) * rho[:, None]) * X[i])
-            grads.append((x, torch.from_numpy(g.astype(np.float32)).to(x.dtype)))
-    if weight is None:
-        value = torch.from_numpy(rho.astype(np.float32))
-    else:
-        value = torch.tensor(-weight * rho.mean(), dtype=torch.float32)
-    return _linearised(value, grads, weight is None)
-
-
-def _linearised(value: Tensor, grads: list[tuple[Tensor, Tensor]], per_row: bool) -> Tensor:
-    """``value`` with the gradient ``g`` w.r.t. each ``(x, g)`` of ``grads``: the value plus
-    ``t - t.detach()``, where ``t = sum(x * g)`` (per row for a per-row value).
-
-    ``t - t.detach()`` is exactly zero and its gradient in ``x`` is ``g``: the backward is
-    two built-in autograd nodes per input (a product and a sum), no Python function.  Exact
-    for the first derivative (rho of row i depends on row i only), not for a second.
-    """
-    if not grads:
-        return value
-    t = None
-    for x, g in grads:
-        term = (x * g).sum(dim=1) if per_row else (x * g).sum()
-        t = term if t is None else t + term
-    return t - t.detach() + value
 
 
 # --- registration ------------------------------------------------------------------------
