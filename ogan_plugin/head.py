@@ -15,7 +15,6 @@ here too, as plugins written for 0.2 import them.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Optional
 
 import torch
@@ -37,7 +36,7 @@ from ogan_plugin.layers import (  # noqa: F401  (re-exported: plugins import the
     spectral_norm_of,
     widen_layer,
 )
-from ogan_plugin.reductions import reduction_name, reduction_named
+from ogan_plugin.reductions import EXTRA_STATE_BYTES, decode_reduction, encode_reduction  # noqa: F401
 from ogan_plugin.registry import get_registry
 from ogan_plugin.scores import ScoreChoice, _accumulate, check_score_choice, pick_score
 
@@ -166,8 +165,7 @@ class OGANHead(nn.Module):
             cannot hold (see :meth:`set_extra_state`).  Read it with
             ``json.loads(bytes(t.tolist()).rstrip(b"\\0"))``.
         """
-        data = json.dumps({"patch_reduction": reduction_name(self.patch_reduction)}, ensure_ascii=False).encode()
-        return torch.tensor(list(data.ljust(EXTRA_STATE_BYTES, b"\0")), dtype=torch.uint8)
+        return encode_reduction(self.patch_reduction)
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the patch reduction saved by :meth:`get_extra_state` (called by
@@ -185,7 +183,7 @@ class OGANHead(nn.Module):
                 names a custom function while the head has none set (call
                 ``set_patch_reduction(D, function)`` before loading).
         """
-        self.patch_reduction = reduction_named(_decode_extra_state(state)["patch_reduction"], self.patch_reduction)
+        self.patch_reduction = decode_reduction(state, self.patch_reduction)
 
     def __getstate__(self) -> dict[str, Any]:
         # the last forward's output (possibly part of an autograd graph) is not state:
@@ -211,23 +209,6 @@ class OGANHead(nn.Module):
 _SPATIAL = {nn.Linear: None, nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
-def _decode_extra_state(state: Any) -> dict[str, Any]:
-    """The JSON object :meth:`OGANHead.get_extra_state` encoded (``ValueError`` otherwise)."""
-    try:
-        if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.dim() == 1):
-            raise ValueError
-        data = json.loads(bytes(state.tolist()).rstrip(b"\0").decode("utf-8"))
-        if not isinstance(data, dict) or "patch_reduction" not in data:
-            raise ValueError
-    except ValueError:  # also UnicodeDecodeError and json.JSONDecodeError
-        what = f"a {state.dtype} tensor of shape {tuple(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
-        raise ValueError(
-            "the O-GAN head's '_extra_state' entry must be what OGANHead.get_extra_state() returns "
-            f"(a 1-D uint8 tensor holding JSON text with a 'patch_reduction'), got {what}"
-        ) from None
-    return data
-
-
 def _keep_reduction_without_extra_state(head: "OGANHead", state_dict: dict, prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: a state dict from before the head kept its reduction
     has no ``<head>._extra_state`` entry; fill in the head's own, so that loading it,
@@ -239,11 +220,6 @@ def _keep_reduction_without_extra_state(head: "OGANHead", state_dict: dict, pref
 
 #: the suffix under which ``state_dict()`` keeps a module's extra state (torch's name)
 EXTRA_STATE_KEY = "_extra_state"
-
-#: the size of :meth:`OGANHead.get_extra_state`'s tensor (a custom reduction's name is
-#: cut to its last 100 characters, so its JSON text always fits)
-EXTRA_STATE_BYTES = 512
-
 
 
 class Adaptation(NamedTuple):

@@ -10,7 +10,8 @@ its reduction's name with its state (:meth:`ogan_plugin.head.OGANHead.get_extra_
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Union
+import json
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -26,7 +27,14 @@ __all__ = [
     "positional_weights",
     "reduction_name",
     "reduction_named",
+    "encode_reduction",
+    "decode_reduction",
+    "EXTRA_STATE_BYTES",
 ]
+
+#: the size of the tensor :func:`encode_reduction` makes (a custom reduction's name is cut
+#: to its last 100 characters, so its JSON text always fits)
+EXTRA_STATE_BYTES = 512
 
 
 def patch_mean(out: Tensor) -> Tensor:
@@ -141,3 +149,34 @@ def reduction_named(
             "load_state_dict (OGANDiscriminator.from_state_dict cannot restore it)"
         )
     raise ValueError(f"a patch reduction in a state dict is a name, None or {{'custom': ...}}, got {name!r}")
+
+
+def encode_reduction(reduction: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+    """A head's extra state: the UTF-8 JSON ``{"patch_reduction": NAME}`` (:func:`reduction_name`),
+    zero-padded to :data:`EXTRA_STATE_BYTES`, as a 1-D ``uint8`` tensor (see
+    :meth:`ogan_plugin.head.OGANHead.get_extra_state`)."""
+    data = json.dumps({"patch_reduction": reduction_name(reduction)}, ensure_ascii=False).encode()
+    return torch.tensor(list(data.ljust(EXTRA_STATE_BYTES, b"\0")), dtype=torch.uint8)
+
+
+def decode_reduction(state: Any, current: Optional[Callable[[Tensor], Tensor]]) -> Optional[Callable[[Tensor], Tensor]]:
+    """The reduction :func:`encode_reduction` saved in ``state`` (:func:`reduction_named`,
+    ``current`` for a custom function); ``ValueError`` for anything else."""
+    return reduction_named(_decode_state(state)["patch_reduction"], current)
+
+
+def _decode_state(state: Any) -> dict[str, Any]:
+    """The JSON object :func:`encode_reduction` encoded (``ValueError`` otherwise)."""
+    try:
+        if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.dim() == 1):
+            raise ValueError
+        data = json.loads(bytes(state.tolist()).rstrip(b"\0").decode("utf-8"))
+        if not isinstance(data, dict) or "patch_reduction" not in data:
+            raise ValueError
+    except ValueError:  # also UnicodeDecodeError and json.JSONDecodeError
+        what = f"a {state.dtype} tensor of shape {tuple(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
+        raise ValueError(
+            "the O-GAN head's '_extra_state' entry must be what OGANHead.get_extra_state() returns "
+            f"(a 1-D uint8 tensor holding JSON text with a 'patch_reduction'), got {what}"
+        ) from None
+    return data

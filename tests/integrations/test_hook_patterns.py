@@ -116,7 +116,7 @@ def test_device_row_maps_give_the_same_gradients(name: str, monkeypatch) -> None
 def test_the_operator_path_gives_the_same_gradients(name: str, monkeypatch) -> None:
     """On a GPU the term's gradient is the pearson_backward operator; its CPU implementation
     gives the same gradients as the closed form the CPU uses."""
-    import ogan_plugin.hook as hook_module
+    import ogan_plugin.hook_term as hook_module
 
     monkeypatch.setattr(hook_module, "HOST_GRADIENT", False)
     G, D = hp.pair()
