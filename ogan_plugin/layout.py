@@ -12,7 +12,7 @@ the per-sample shape (``(z_dim, 1, 1)`` for the DCGAN example), and resolves it 
    generator, for the wrapped discriminator): hook mode's
    :class:`~ogan_plugin.integrations.hook.OGANHook` records the shape of the last ``z``
    it saw the generator take (``hook.z_shape``; it stays recorded after ``detach``), a
-   :class:`~ogan_plugin.training.SingleLossStep` or Lightning ``OGANModule`` built with
+   :class:`~ogan_plugin.step.SingleLossStep` or Lightning ``OGANModule`` built with
    ``z_shape=`` records that;
 3. else flat rows ``(z_dim,)``.  A generator that rejects them then raises one
    ``ValueError`` naming ``z_shape`` (:class:`GeneratorFeed`), with the generator's own

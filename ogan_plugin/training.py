@@ -438,13 +438,3 @@ def single_loss(
         bool(concat_batches), backend, eps, augment, y, y_fake,
     )
     return out if return_terms else out.loss
-
-
-def __getattr__(name: str) -> Any:
-    """``SingleLossStep`` and ``StepResult`` live in :mod:`ogan_plugin.step` (which imports
-    this module); they are still found here, where they used to be."""
-    if name in ("SingleLossStep", "StepResult"):
-        from ogan_plugin import step
-
-        return getattr(step, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

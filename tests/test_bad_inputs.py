@@ -14,7 +14,8 @@ import torch.nn as nn
 
 import ogan_plugin
 from ogan_plugin import correlation_loss, pearson_correlation, wrap
-from ogan_plugin.training import SingleLossStep, single_loss
+from ogan_plugin.step import SingleLossStep
+from ogan_plugin.training import single_loss
 
 Z = 6
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import ogan_plugin
 from ogan_plugin import losses as L
 from ogan_plugin.evaluate import encode_batched, evaluate, generate, mean_correlation, reconstruction_error
-from ogan_plugin.training import ROUTINGS, SingleLossStep, single_loss
+from ogan_plugin.step import SingleLossStep
+from ogan_plugin.training import ROUTINGS, single_loss
 
 NZ, K = 6, 3
 FUNCTIONAL = {

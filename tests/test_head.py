@@ -264,7 +264,7 @@ def test_score_from_is_checked_when_set():
 
 def test_a_ddp_view_uses_the_wrapped_discriminators_score_rule(one_process_group):
     from ogan_plugin.head import as_wrapped
-    from ogan_plugin.training import SingleLossStep
+    from ogan_plugin.step import SingleLossStep
 
     torch.manual_seed(0)
     inner = ogan_plugin.wrap(ProjectionD(), z_dim=4)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import ogan_plugin
-from ogan_plugin.training import SingleLossStep
+from ogan_plugin.step import SingleLossStep
 
 pytestmark = pytest.mark.gpu
 

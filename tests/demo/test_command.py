@@ -80,7 +80,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli.main(["demo", "--out", str(full), *args]) == 0
 
-    from ogan_plugin.training import SingleLossStep
+    from ogan_plugin.step import SingleLossStep
 
     real_step = SingleLossStep.step
 

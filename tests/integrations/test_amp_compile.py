@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 
 import ogan_plugin
-from ogan_plugin.training import SingleLossStep, single_loss
+from ogan_plugin.step import SingleLossStep
+from ogan_plugin.training import single_loss
 
 Z = 8
 GRAD_RTOL_BF16 = 0.08
