@@ -161,14 +161,15 @@ _OBJECTIVE_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 def _own(outputs: Any) -> _OBJECTIVE_OUT:
-    """Outputs as a custom operator must return them: contiguous, none sharing memory with
-    another (the launcher and the CPU path hand out rows of one buffer for the losses and the
-    slopes).  Compared by storage: under inference mode a view does not know it is one."""
+    """Outputs as a custom operator must return them: contiguous, at the start of their
+    memory, none sharing memory with another (the launcher and the CPU path hand out rows of
+    one buffer for the losses and the slopes).  Compared by storage: under inference mode a
+    view does not know it is one."""
     seen: set[int] = set()
     owned = []
     for t in outputs:
         ptr = t.untyped_storage().data_ptr()
-        owned.append(t.clone() if ptr in seen else t.contiguous())
+        owned.append(t.clone() if ptr in seen or t.storage_offset() else t.contiguous())
         seen.add(ptr)
     return tuple(owned)  # type: ignore[return-value]
 

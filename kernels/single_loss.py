@@ -321,54 +321,109 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 _NUMPY_SLOPES = {
     "qp": lambda r, f, dist: (lambda t: (t + 0.25 * t * t / dist, -f, -(1 + 0.5 * t / dist), 1 + 0.5 * t / dist,
                                           -np.ones_like(f)))(f - r),
-    "hinge": lambda r, f, dist: (np.maximum(1 - r, 0) + np.maximum(1 + f, 0), -f, -(1 - r > 0).astype(r.dtype),
-                                 (1 + f > 0).astype(f.dtype), -np.ones_like(f)),
+    "hinge": lambda r, f, dist: (np.maximum(1 - r, 0) + np.maximum(1 + f, 0), -f, (r < 1) * -1.0, (f > -1) * 1.0,
+                                 np.full_like(f, -1.0)),
     "bce": lambda r, f, dist: (_softplus(-r) + _softplus(f), _softplus(-f), -_sigmoid(-r), _sigmoid(f), -_sigmoid(-f)),
     "wgan": lambda r, f, dist: (f - r, -f, -np.ones_like(r), np.ones_like(f), -np.ones_like(f)),
 }
+
+
+def _numpy_parts(
+    e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], adv: Any, eps: float
+) -> tuple[np.ndarray, ...]:
+    """The objective in float64 NumPy: ``(d, g, d_real, d_fake, g_fake, rho, corr)`` with ``d``,
+    ``g`` the per-row adversarial terms, the three slopes per row (not divided by B),
+    ``rho`` (B,) and ``corr`` (B, n) = d(-mean rho)/de_fake.  z, e_fake and e_real sit in
+    one array (no row scaling is needed there, see
+    :func:`~ogan_plugin.kernels.pearson.unit_pair`), each step one op for all three; a
+    built-in loss's slopes in NumPy too, any other loss's through
+    :func:`~ogan_plugin.losses.loss_slopes`."""
+    from ogan_plugin.losses import QPLoss, HingeLoss, BCELoss, WGANLoss, loss_slopes
+
+    B, n = e_fake.shape
+    X = np.empty((3, B, n))
+    X[0], X[1], X[2] = _pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real)
+    means = np.add.reduce(X, axis=-1)
+    means /= n
+    Xc = X[:2]
+    Xc -= means[:2, :, None]
+    norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))
+    denom = np.maximum(norm, eps)
+    Xc /= denom[..., None]
+    rho = np.einsum("bn,bn->b", Xc[0], Xc[1])
+    corr = Xc[0] - ((norm[1] >= eps) * rho)[:, None] * Xc[1]
+    corr *= ((-1.0 / B) / denom[1])[:, None]
+    f, r = means[1], means[2]
+    if type(adv) in (QPLoss, HingeLoss, BCELoss, WGANLoss):
+        if adv.needs_dist and dist is None:
+            raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
+        d_np = None if dist is None else dist.detach().double().numpy()
+        slopes = _NUMPY_SLOPES[adv.name](r, f, d_np)
+    else:
+        t = loss_slopes(adv, torch.from_numpy(r.astype(np.float32)), torch.from_numpy(f.astype(np.float32)),
+                        None if dist is None else dist.detach().float())
+        slopes = tuple(x.double().numpy() for x in t)
+    return (*slopes, rho, corr)
 
 
 def _objective_numpy(
     e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], adv: Any, corr_weight: float,
     corr_weight_g: float, eps: float,
 ) -> ObjectiveOutput:
-    """The CPU's reference: z, e_fake and e_real in one float64 NumPy array (no row scaling is
-    needed there, see :func:`~ogan_plugin.kernels.pearson.unit_pair`), each step one op for
-    all three; a built-in loss's slopes in NumPy too, any other loss's through
-    :func:`~ogan_plugin.losses.loss_slopes`.  Outputs in float32 (``corr`` in e_fake's dtype)."""
-    from ogan_plugin.losses import QPLoss, HingeLoss, BCELoss, WGANLoss, loss_slopes
+    """The CPU's reference (:func:`_numpy_parts`): outputs in float32 (``corr`` in e_fake's dtype)."""
+    d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, adv, eps)
+    B = rho.shape[0]
+    mean = np.add.reduce  # (ndarray.mean's Python wrapper costs more than the sum)
+    mean_rho = mean(rho) / B
+    f32 = np.float32
+    t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
+        mean(d) / B - corr_weight * mean_rho, mean(g) / B - corr_weight_g * mean_rho, rho, corr,
+        d_real / B, d_fake / B, g_fake / B,
+    )]
+    if e_fake.dtype != torch.float32:
+        t[3] = t[3].to(e_fake.dtype)
+    return ObjectiveOutput(*t)
 
-    B = e_fake.shape[0]
-    X = np.stack((_pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real))).astype(np.float64)
-    means = X.mean(axis=-1)
-    Xc = X[:2] - means[:2, :, None]
-    norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))[..., None]
-    denom = np.maximum(norm, eps)
-    Xc /= denom
-    rho = np.einsum("bn,bn->b", Xc[0], Xc[1])
-    corr = (Xc[0] - ((norm[1] >= eps) * rho[:, None]) * Xc[1]) * ((-1.0 / B) / denom[1])
-    f, r = means[1], means[2]
-    builtin = type(adv) in (QPLoss, HingeLoss, BCELoss, WGANLoss)
-    if builtin:
-        if adv.needs_dist and dist is None:
-            raise ValueError("the QP loss needs dist = pixel_distance(x_real, x_fake)")
-        d_np = None if dist is None else dist.detach().double().numpy()
-        d, g, d_real, d_fake, g_fake = _NUMPY_SLOPES[adv.name](r, f, d_np)
-    else:
-        t = loss_slopes(adv, torch.from_numpy(r.astype(np.float32)), torch.from_numpy(f.astype(np.float32)),
-                        None if dist is None else dist.detach().float())
-        d, g, d_real, d_fake, g_fake = (x.double().numpy() for x in t)
-    mean_rho = rho.mean()
-    parts = np.stack((d_real, d_fake, g_fake)) / B
-    values = np.array((d.mean() - corr_weight * mean_rho, g.mean() - corr_weight_g * mean_rho), dtype=np.float32)
-    corr_t = torch.from_numpy(corr.astype(np.float32))
-    slopes = torch.from_numpy(parts.astype(np.float32))
-    losses = torch.from_numpy(values)
-    return ObjectiveOutput(
-        losses[0], losses[1], torch.from_numpy(rho.astype(np.float32)),
-        corr_t if e_fake.dtype == torch.float32 else corr_t.to(e_fake.dtype),
-        slopes[0], slopes[1], slopes[2],
-    )
+
+class DenseObjective(NamedTuple):
+    """The objective with dense gradients (:func:`objective_dense`): the two loss values,
+    rho (B,) and ``grads``: (dL_D/de_real, dL_D/de_fake, dL_G/de_fake), each (B, n)."""
+
+    loss_d: Tensor
+    loss_g: Tensor
+    rho: Tensor
+    grads: tuple[Tensor, Tensor, Tensor]
+
+
+def dense_available(*tensors: Tensor) -> bool:
+    """Whether :func:`objective_dense` runs on these inputs: eager float32 CPU tensors
+    (the reference backend's NumPy path)."""
+    return all(t.dtype == torch.float32 and _pearson._numpy_path(t, t) for t in tensors)
+
+
+def objective_dense(
+    e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], loss: Any, corr_weight: float,
+    corr_weight_g: float, eps: float,
+) -> DenseObjective:
+    """``ogan_objective`` with its gradients dense (what :meth:`ObjectiveOutput.gradients`
+    gives), on the CPU's NumPy path (:func:`dense_available`): one pass, float32 outputs.  For a caller whose scores are the row means of ``e_real`` and
+    ``e_fake`` (the head's): their gradients are then the rows themselves, and no
+    separate score stream is needed."""
+    from ogan_plugin.losses import get_loss
+
+    d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, get_loss(loss), eps)
+    B, n = corr.shape
+    scale = 1.0 / (B * n)
+    f32 = np.float32
+    mean = np.add.reduce
+    mean_rho = mean(rho) / B
+    grad_real = np.empty((B, n), dtype=f32)
+    grad_real[...] = (d_real * scale)[:, None]
+    t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
+        mean(d) / B - corr_weight * mean_rho, mean(g) / B - corr_weight_g * mean_rho, rho, grad_real,
+        corr_weight * corr + (d_fake * scale)[..., None], corr_weight_g * corr + (g_fake * scale)[..., None],
+    )]
+    return DenseObjective(t[0], t[1], t[2], (t[3], t[4], t[5]))
 
 
 #: the closed form is the reference (kept under this name for the operator's CPU implementation)

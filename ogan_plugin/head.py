@@ -38,7 +38,7 @@ from ogan_plugin.layers import (  # noqa: F401  (re-exported: plugins import the
 )
 from ogan_plugin.reductions import EXTRA_STATE_BYTES, decode_reduction, encode_reduction  # noqa: F401
 from ogan_plugin.registry import get_registry
-from ogan_plugin.scores import ScoreChoice, _accumulate, check_score_choice, pick_score
+from ogan_plugin.scores import ScoreChoice, _accumulate, _sigmoid_verdict, check_score_choice, pick_score
 
 __all__ = [
     "Adaptation",
@@ -436,11 +436,33 @@ class OGANDiscriminator(nn.Module):
         Extra arguments go to D's forward: ``decompose(x, y)`` for a conditional D.  The
         score is picked by the wrapper's ``score_from`` rule (see :func:`wrap`).
         """
-        raw, head_out, output, mean = self._run(x, *args, **kwargs)
+        return self._decomposition(*self._run(x, *args, **kwargs))
+
+    def _decomposition(self, raw: Tensor, head_out: Tensor, output: Any, mean: Tensor) -> Decomposition:
+        """:meth:`decompose` of the parts :meth:`_run` returned."""
         score = pick_score(
             output, raw, mean.view(-1), self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
         )
         return Decomposition(score, _accumulate(raw) - mean, raw, output)
+
+    def _score_is_mean(self, raw: Tensor, head_out: Tensor, output: Any, mean: Tensor) -> bool:
+        """Whether the score :meth:`_decomposition` picks from these parts is ``mean``, the
+        head's row mean of ``raw``, itself (in raw's dtype, float32 or float64): then
+        d score / d raw = 1 / z_dim on every column, and a caller may send the score's
+        gradient into raw's instead (:func:`ogan_plugin.single_loss` does).  True for
+        ``score="head"``, and for ``"auto"`` when D's output is the head's score up to
+        views (read from the autograd graph: no values are read)."""
+        if raw.dtype not in (torch.float32, torch.float64) or mean.dtype != raw.dtype or mean.grad_fn is None:
+            return False
+        choice = self.score_from
+        if choice == "head":
+            return True
+        return (
+            choice == "auto"
+            and isinstance(output, Tensor)
+            and output.numel() == raw.shape[0]
+            and _sigmoid_verdict(output, mean) is False  # False: one node, up to views and copies
+        )
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).

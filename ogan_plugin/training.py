@@ -69,7 +69,7 @@ from ogan_plugin.head import Decomposition, OGANDiscriminator, as_wrapped
 from ogan_plugin.kernels.pearson import EPS
 from ogan_plugin.layout import remember_layout
 from ogan_plugin.labels import check_conditional, check_labels, label_args
-from ogan_plugin.kernels.single_loss import ObjectiveOutput
+from ogan_plugin.kernels.single_loss import ObjectiveOutput, dense_available, objective_dense, ogan_objective_reference
 from ogan_plugin.losses import AdversarialLoss, check_corr_weights, get_loss, pixel_distance
 from ogan_plugin.registry import dispatch
 
@@ -222,8 +222,12 @@ class _Route(torch.autograd.Function):
                 "it); call single_loss again for another backward"
             )
         ctx.plan = None
-        if plan.unit_scale:
-            c = None
+        if plan.unit_scale:  # the cotangents as they are (in the outputs' dtypes: the engine casts)
+            grad_x = None
+            if plan.nested is not None and ctx.needs_input_grad[3]:
+                outputs, cotangents, x_leaf = plan.nested
+                (grad_x,) = torch.autograd.grad(outputs, (x_leaf,), cotangents, retain_graph=True)
+            return (None, None, None, grad_x, *plan.cotangents)
         grad_x = None
         if plan.nested is not None and ctx.needs_input_grad[3]:
             outputs, cotangents, x_leaf = plan.nested
@@ -312,8 +316,23 @@ def _single_loss(
             )
             outputs = [d_all.raw, d_all.score]
         else:
-            d_real = D.decompose(x_real, *real_labels)
-            d_fake = D.decompose(x_leaf, *fake_labels)
+            parts_real, parts_fake = D._run(x_real, *real_labels), D._run(x_leaf, *fake_labels)
+            raw_real, raw_fake = parts_real[0], parts_fake[0]
+            if (
+                fused is ogan_objective_reference
+                and D._score_is_mean(*parts_real)
+                and D._score_is_mean(*parts_fake)
+                and dense_available(raw_real, raw_fake, z_flat)
+            ):
+                # the scores are the rows' means: their gradients join the rows' (one (B, n)
+                # gradient per stream, no score stream), computed with the values in NumPy
+                dense = objective_dense(raw_real.detach(), raw_fake.detach(), z_flat, dist, loss_arg, w, wg, eps)
+                grad_real, grad_fake_d, grad_fake_g = dense.grads
+                plan = _Plan([grad_real, grad_fake_d], ([raw_fake], [grad_fake_g], x_leaf))
+                plan.unit_scale = unit_scale
+                loss = _Route.apply(plan, dense.loss_d, dense.loss_g, x_fake, raw_real, raw_fake)
+                return SingleLossOutput(loss, dense.loss_d, dense.loss_g, dense.rho, generated)
+            d_real, d_fake = D._decomposition(*parts_real), D._decomposition(*parts_fake)
             out = objective(d_real, d_fake)
             plan = _Plan(
                 [out.slope_real, w * out.corr, out.slope_fake_d],

@@ -103,6 +103,42 @@ def test_gradients_equal_the_alternating_update(loss, routing, batchnorm, device
     assert out.loss.item() == pytest.approx((out.loss_d + out.loss_g).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("score", ["auto", "head", "output"])
+@pytest.mark.parametrize("loss", sorted(FUNCTIONAL))
+def test_float32_on_the_cpu_gives_the_float64_update_with_the_scores_folded_into_the_rows(loss, score, monkeypatch):
+    """float32 CPU networks whose score is the head's mean ("auto" here, "head") take the
+    NumPy path with dense row gradients (objective_dense: no score stream); "output" keeps
+    the score stream.  Both give the float64 alternating update."""
+    import copy
+
+    from ogan_plugin import training
+
+    G, D = make_pair()
+    D.eval()
+    x, z = batch()
+    grads_d, grads_g, loss_d, loss_g = alternating_reference(G, D, x, z, loss)
+    G32, D32 = copy.deepcopy(G).float(), copy.deepcopy(D).float()
+    D32.score_from = score
+    calls = []
+    monkeypatch.setattr(training, "objective_dense", _counting(training.objective_dense, calls))
+    out = single_loss(G32, D32, x.float(), z.float(), loss=loss, return_terms=True)
+    out.loss.backward()
+    assert len(calls) == (0 if score == "output" else 1)
+    assert_grads_equal([g.float() for g in grads_d], D32.parameters(), rel=2e-4)
+    assert_grads_equal([g.float() for g in grads_g], G32.parameters(), rel=2e-4)
+    torch.testing.assert_close(out.loss_d.double(), loss_d, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.loss_g.double(), loss_g, rtol=1e-5, atol=1e-6)
+    assert out.loss.dtype == torch.float32 and out.rho.shape == (x.shape[0],)
+
+
+def _counting(fn, calls: list):
+    def counted(*args):
+        calls.append(1)
+        return fn(*args)
+
+    return counted
+
+
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("loss", ["qp", "bce"])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
