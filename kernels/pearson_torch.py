@@ -189,28 +189,57 @@ def _as_numpy(x: Tensor) -> np.ndarray:
     return (x if x.dtype == torch.float32 else x.float()).numpy()
 
 
-def _numpy_correlation(z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
-    """rho (``weight`` None) or ``-weight * mean(rho)`` computed in NumPy (float64, no row
-    scaling needed: it holds the squares of any float32 value), with the gradients of the
-    inputs that require one, linearised into the result (:func:`_linearised`)."""
-    X = np.stack((_as_numpy(z), _as_numpy(e))).astype(np.float64)
-    X -= X.mean(axis=-1, keepdims=True)
-    norm = np.sqrt(np.einsum("kbn,kbn->kb", X, X))[..., None]
+def numpy_rows(z: Tensor, e: Tensor, *more: Tensor) -> np.ndarray:
+    """``(z, e, *more)`` as one float64 array (k, B, n): the input of :func:`numpy_unit_pair`."""
+    X = np.empty((2 + len(more), *z.shape))
+    for i, t in enumerate((z, e, *more)):
+        X[i] = _as_numpy(t)
+    return X
+
+
+def numpy_unit_pair(X: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The correlation of ``X[0]`` (z) and ``X[1]`` (e) in float64 NumPy (no row scaling is
+    needed there: it holds the squares of any float32 value), :func:`unit_pair`'s math.
+
+    ``X[:2]`` becomes the unit rows u and v in place.  Returns ``(means, norm, denom, rho)``:
+    the row means of every row of X (k, B), the norms of the centred z and e rows (2, B),
+    their floors ``max(norm, eps)`` and rho (B,).  Each step is one NumPy call for all rows
+    (``ndarray.mean`` costs more host time than a sum and a division)."""
+    means = np.add.reduce(X, axis=-1)
+    means /= X.shape[-1]
+    U = X[:2]
+    U -= means[:2, :, None]
+    norm = np.sqrt(np.einsum("kbn,kbn->kb", U, U))
     denom = np.maximum(norm, eps)
-    X /= denom  # the unit rows u (of z) and v (of e)
-    rho = np.einsum("bn,bn->b", X[0], X[1])
+    U /= denom[..., None]
+    return means, norm, denom, np.einsum("bn,bn->b", U[0], U[1])
+
+
+def numpy_unit_grad(X: np.ndarray, norm: np.ndarray, denom: np.ndarray, rho: np.ndarray, eps: float, i: int,
+                    scale: np.ndarray) -> np.ndarray:
+    """d(sum_b scale_b rho_b) / d(input i) (i = 0: z, 1: e) from :func:`numpy_unit_pair`'s
+    results: ``scale / denom_i * (other - rho * own)`` (zero for a row below the floor)."""
+    g = X[1 - i] - ((norm[i] >= eps) * rho)[:, None] * X[i]
+    g *= (scale / denom[i])[:, None]
+    return g
+
+
+def _numpy_correlation(z: Tensor, e: Tensor, eps: float, weight: Optional[float]) -> Tensor:
+    """rho (``weight`` None) or ``-weight * mean(rho)`` computed in NumPy
+    (:func:`numpy_unit_pair`), with the gradients of the inputs that require one,
+    linearised into the result (:func:`_linearised`)."""
+    X = numpy_rows(z, e)
+    _, norm, denom, rho = numpy_unit_pair(X, eps)
     B = rho.shape[0]
-    scale = (np.ones(B) if weight is None else np.full(B, -weight / B))[:, None]
+    scale = np.ones(B) if weight is None else np.full(B, -weight / B)
     grads = []
-    for i, x in ((0, z), (1, e)):
-        if x.requires_grad and torch.is_grad_enabled():
-            g = (scale / denom[i]) * (X[1 - i] - ((norm[i] >= eps) * rho[:, None]) * X[i])
-            grads.append((x, torch.from_numpy(g.astype(np.float32)).to(x.dtype)))
-    if weight is None:
-        value = torch.from_numpy(rho.astype(np.float32))
-    else:
-        value = torch.tensor(-weight * rho.mean(), dtype=torch.float32)
-    return _linearised(value, grads, weight is None)
+    if torch.is_grad_enabled():
+        for i, x in ((0, z), (1, e)):
+            if x.requires_grad:
+                g = numpy_unit_grad(X, norm, denom, rho, eps, i, scale)
+                grads.append((x, torch.from_numpy(g.astype(np.float32)).to(x.dtype)))
+    value = rho if weight is None else -weight * np.add.reduce(rho) / B
+    return _linearised(torch.from_numpy(np.asarray(value, dtype=np.float32)), grads, weight is None)
 
 
 def _linearised(value: Tensor, grads: list[tuple[Tensor, Tensor]], per_row: bool) -> Tensor:

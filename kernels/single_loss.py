@@ -55,6 +55,7 @@ from torch import Tensor
 
 from ogan_plugin.hookspecs import hookimpl
 from ogan_plugin.kernels import pearson as _pearson
+from ogan_plugin.kernels.pearson_torch import numpy_rows, numpy_unit_grad, numpy_unit_pair
 from ogan_plugin.kernels.pearson import (
     _finish_sums,
     _load_tile,
@@ -340,19 +341,10 @@ def _numpy_parts(
     :func:`~ogan_plugin.losses.loss_slopes`."""
     from ogan_plugin.losses import QPLoss, HingeLoss, BCELoss, WGANLoss, loss_slopes
 
-    B, n = e_fake.shape
-    X = np.empty((3, B, n))
-    X[0], X[1], X[2] = _pearson._as_numpy(z), _pearson._as_numpy(e_fake), _pearson._as_numpy(e_real)
-    means = np.add.reduce(X, axis=-1)
-    means /= n
-    Xc = X[:2]
-    Xc -= means[:2, :, None]
-    norm = np.sqrt(np.einsum("kbn,kbn->kb", Xc, Xc))
-    denom = np.maximum(norm, eps)
-    Xc /= denom[..., None]
-    rho = np.einsum("bn,bn->b", Xc[0], Xc[1])
-    corr = Xc[0] - ((norm[1] >= eps) * rho)[:, None] * Xc[1]
-    corr *= ((-1.0 / B) / denom[1])[:, None]
+    B = e_fake.shape[0]
+    X = numpy_rows(z, e_fake, e_real)
+    means, norm, denom, rho = numpy_unit_pair(X, eps)
+    corr = numpy_unit_grad(X, norm, denom, rho, eps, 1, np.full(B, -1.0 / B))
     f, r = means[1], means[2]
     if type(adv) in (QPLoss, HingeLoss, BCELoss, WGANLoss):
         if adv.needs_dist and dist is None:

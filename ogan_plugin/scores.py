@@ -320,6 +320,14 @@ def pick_score(
         return _exact(_per_sample(output, batch, "D's output"), output, head_score)
     if choice == "auto":
         if isinstance(output, Tensor):
+            if (
+                output.dtype == head_score.dtype
+                and output.numel() == batch
+                and output.shape[0] == batch
+                and not torch.compiler.is_compiling()
+                and _sigmoid_verdict(output, head_score) is False
+            ):
+                return head_score  # D's output is the head's mean itself, up to views: the common case
             o, where = output, "D's output"
         else:
             key = cache.get(_structure(output), _NOT_FOUND)  # traced: no graph break once found

@@ -11,6 +11,7 @@ default on a GPU: the finite check is a device-side flag read every ``check_ever
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
@@ -268,6 +269,8 @@ class SingleLossStep:
             _prepare_capture(self)
         #: trainable tensors the backward fills (the optimizer's): nothing else gets a gradient
         self._params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        #: one of D's parameters: its device is D's (``.to()`` moves a parameter in place)
+        self._d_param: Optional[Tensor] = next(self.discriminator.parameters(), None)
         self._nonfinite: Optional[Tensor] = None  # device flag of the deferred finite check
         self._checked_through = 0  # steps whose finite check has been read
         self._graphs: dict = {}
@@ -317,7 +320,8 @@ class SingleLossStep:
         if z is None and isinstance(x_real, Tensor) and x_real.dim() >= 1:
             z = self.sample_z(x_real.shape[0], x_real.device)
         _check_batch(x_real, z, self.z_dim)
-        _check_on_discriminator(x_real, self.discriminator)
+        if self._d_param is None or x_real.device != self._d_param.device:  # (held since __init__: no walk)
+            _check_on_discriminator(x_real, self.discriminator)
         B = x_real.shape[0]
         y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B, x_real.device)
         k = self.accumulation_steps
@@ -359,7 +363,7 @@ class SingleLossStep:
                     self.corr_weight, self.corr_weight_g, self.routing, self.concat_batches, self.backend, self.eps,
                     self.augment, yr, yfr, unit,
                 )
-            if check_now and not bool(torch.isfinite(out.loss)):
+            if check_now and not math.isfinite(out.loss.item()):  # (check_now: on the CPU, or asked for)
                 opt.zero_grad(set_to_none=True)
                 raise FloatingPointError(
                     f"non-finite O-GAN loss at step {self.step_count + 1} (loss_d={float(out.loss_d):.4g}, "

@@ -124,6 +124,16 @@ def test_the_operator_path_gives_the_same_gradients(name: str, monkeypatch) -> N
     hp.assert_parity(G, D, z, real, PATTERNS[name], calls=2)
 
 
+@pytest.mark.parametrize("name", ["the fake itself", "cat real first", "shuffle", "chunk (micro-batches)"])
+def test_float32_on_the_cpu_gives_the_by_hand_gradients(name: str) -> None:
+    """float32 networks on the CPU: the term's gradient in float64 NumPy (hook_term's host
+    path for non-float64 inputs) equals the by-hand term's, to float32 rounding."""
+    G, D = hp.pair(dtype=torch.float32)
+    z, real = data(dtype=torch.float32)
+    calls = 2 * (2 if name.startswith("chunk") else 1)
+    hp.assert_parity(G, D, z, real, PATTERNS[name], calls=calls, atol=2e-6)
+
+
 def test_a_generator_returning_a_tuple_tracks_its_images() -> None:
     G, D = hp.pair(tuple_output=True)
     z, real = data()
