@@ -56,6 +56,7 @@ with "split" on CPU (the generator's product then runs over both halves; see
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
@@ -132,7 +133,7 @@ def _check_batch(x_real: Any, z: Any, z_dim: int) -> None:
         raise TypeError(f"z must be a floating-point torch.Tensor, got {_describe(z)}")
     if x_real.dim() < 1 or x_real.shape[0] < 1:
         raise ValueError(f"x_real must be a non-empty batch, got shape {tuple(x_real.shape)}")
-    if z.dim() < 2 or z[0].numel() != z_dim:
+    if z.dim() < 2 or math.prod(z.shape[1:]) != z_dim:
         raise ValueError(
             f"z must have shape (batch, {z_dim}) (or (batch, {z_dim}, 1, ...)): the wrapped "
             f"discriminator's z_dim is {z_dim}, got z of shape {tuple(z.shape)}"
