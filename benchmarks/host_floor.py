@@ -6,6 +6,9 @@ discriminator with a widened last layer, scores as row means, and the correlatio
 torch ops with its gradient computed in the forward (one cheap autograd node).
 ``by_hand_single`` is the single-loss step by hand: one forward per batch, the D loss's
 backward to D's parameters, the G loss's product to G's output, one optimizer step.
+Two more variants of the alternating loop by hand take one piece from the plugin each, to
+show what each costs: ``by_hand_with_decompose`` (``wrap(D)`` and ``D.decompose``) and
+``by_hand_with_correlation_loss`` (``ogan_plugin.correlation_loss``: float64 NumPy on the CPU).
 Same tiny networks, batch, noise and optimizer as ``ogan-plugin bench --step --host-cost``,
 interleaved, process CPU time, one thread.
 
@@ -22,6 +25,7 @@ import time
 import torch
 import torch.nn as nn
 
+import ogan_plugin
 from ogan_plugin.bench.step import PAIRS, _adam, _build
 from ogan_plugin.losses import get_loss
 
@@ -60,20 +64,31 @@ def _widened(D0: nn.Module) -> nn.Module:
     return D
 
 
-def by_hand_alternating(G0: nn.Module, D0: nn.Module):
-    G, D = copy.deepcopy(G0), _widened(D0)
+def by_hand_alternating(G0: nn.Module, D0: nn.Module, decompose: bool = False, correlation=None):
+    """The alternating loop by hand; ``decompose``: D wrapped, scores and rows from
+    ``D.decompose``; ``correlation``: the correlation term (default :func:`correlation_by_hand`)."""
+    correlation = correlation or correlation_by_hand
+    G = copy.deepcopy(G0)
+    D = ogan_plugin.wrap(copy.deepcopy(D0), Z) if decompose else _widened(D0)
     opt_d, opt_g, adv = _adam(D.parameters()), _adam(G.parameters()), get_loss("hinge")
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if decompose:
+            d = D.decompose(x)
+            return d.score, d.raw
+        e = D(x)
+        return e.mean(1), e
 
     def step(x: torch.Tensor) -> None:
         z = torch.randn(x.shape[0], Z)
         fake = G(z)
         opt_d.zero_grad(set_to_none=True)
-        e_real, e_fake = D(x), D(fake.detach())
-        (adv.d_loss(e_real.mean(1), e_fake.mean(1), None).mean() + correlation_by_hand(z, e_fake)).backward()
+        (s_real, _), (s_fake, e_fake) = encode(x), encode(fake.detach())
+        (adv.d_loss(s_real, s_fake, None).mean() + correlation(z, e_fake)).backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        e_gen = D(fake)
-        (adv.g_loss(e_gen.mean(1)).mean() + correlation_by_hand(z, e_gen)).backward()
+        s_gen, e_gen = encode(fake)
+        (adv.g_loss(s_gen).mean() + correlation(z, e_gen)).backward()
         opt_g.step()
 
     return step
@@ -116,6 +131,9 @@ def main() -> None:
     steps = {v: _build(v, G0, D0, Z, z_shape(Z), "hinge", None, cpu)
              for v in ("plain_alternating", "ogan_alternating", "hook", "single_split")}
     steps["by_hand_alternating"] = by_hand_alternating(G0, D0)
+    steps["by_hand_with_decompose"] = by_hand_alternating(G0, D0, decompose=True)
+    steps["by_hand_with_correlation_loss"] = by_hand_alternating(
+        G0, D0, correlation=lambda z, e: ogan_plugin.correlation_loss(z, e, 0.5))
     steps["by_hand_single"] = by_hand_single(G0, D0)
     names, times = list(steps), {v: [] for v in steps}
     for r in range(args.warmup + args.iters):
@@ -126,10 +144,10 @@ def main() -> None:
                 times[v].append(time.process_time() - t0)
     base = statistics.median(times["plain_alternating"])
     print(f"tiny pair, batch {B}, z {Z}, hinge, Adam, 1 thread, {args.iters} interleaved rounds, process CPU time")
-    print(f"{'variant':22s} {'median us':>10s} {'x plain':>8s}")
+    print(f"{'variant':30s} {'median us':>10s} {'x plain':>8s}")
     for v in names:
         med = statistics.median(times[v])
-        print(f"{v:22s} {1e6 * med:10.0f} {med / base:8.3f}")
+        print(f"{v:30s} {1e6 * med:10.0f} {med / base:8.3f}")
 
 
 if __name__ == "__main__":
