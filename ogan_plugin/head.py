@@ -440,18 +440,15 @@ class OGANDiscriminator(nn.Module):
 
     def _decomposition(self, raw: Tensor, head_out: Tensor, output: Any, mean: Tensor) -> Decomposition:
         """:meth:`decompose` of the parts :meth:`_run` returned."""
-        score = pick_score(
-            output, raw, mean.view(-1), self.score_from, self._score_cache, self.head, self.head_path, head_out=head_out
-        )
+        rule, head = self.score_from, self.head
+        score = pick_score(output, raw, mean.view(-1), rule, self._score_cache, head, self.head_path, head_out=head_out)
         return Decomposition(score, _accumulate(raw) - mean, raw, output)
 
     def _score_is_mean(self, raw: Tensor, head_out: Tensor, output: Any, mean: Tensor) -> bool:
-        """Whether the score :meth:`_decomposition` picks from these parts is ``mean``, the
-        head's row mean of ``raw``, itself (in raw's dtype, float32 or float64): then
-        d score / d raw = 1 / z_dim on every column, and a caller may send the score's
-        gradient into raw's instead (:func:`ogan_plugin.single_loss` does).  True for
-        ``score="head"``, and for ``"auto"`` when D's output is the head's score up to
-        views (read from the autograd graph: no values are read)."""
+        """Whether the score :meth:`_decomposition` picks is ``mean`` (raw's row mean, float32 or
+        float64) itself: then d score / d raw = 1 / z_dim, and :func:`ogan_plugin.single_loss`
+        sends the score's gradient into raw's.  ``score="head"``, or ``"auto"`` with D's output
+        the head's score up to views (read from the autograd graph, no values)."""
         if raw.dtype not in (torch.float32, torch.float64) or mean.dtype != raw.dtype or mean.grad_fn is None:
             return False
         choice = self.score_from
