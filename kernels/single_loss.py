@@ -358,6 +358,18 @@ def _numpy_parts(
     return (*slopes, rho, corr)
 
 
+def _loss_values(
+    d: np.ndarray, g: np.ndarray, rho: np.ndarray, corr_weight: float, corr_weight_g: float
+) -> tuple[float, float]:
+    """``(L_D, L_G)`` from :func:`_numpy_parts`' per-row terms: their means minus the weighted
+    mean rho (``np.add.reduce``: ``ndarray.mean``'s Python wrapper costs more than the sum)."""
+    mean_rho = np.add.reduce(rho) / rho.size
+    return (
+        np.add.reduce(d, axis=None) / d.size - corr_weight * mean_rho,
+        np.add.reduce(g, axis=None) / g.size - corr_weight_g * mean_rho,
+    )
+
+
 def _objective_numpy(
     e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], adv: Any, corr_weight: float,
     corr_weight_g: float, eps: float,
@@ -365,12 +377,10 @@ def _objective_numpy(
     """The CPU's reference (:func:`_numpy_parts`): outputs in float32 (``corr`` in e_fake's dtype)."""
     d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, adv, eps)
     B = rho.shape[0]
-    mean = np.add.reduce  # (ndarray.mean's Python wrapper costs more than the sum)
-    mean_rho = mean(rho) / B
+    loss_d, loss_g = _loss_values(d, g, rho, corr_weight, corr_weight_g)
     f32 = np.float32
     t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
-        mean(d) / B - corr_weight * mean_rho, mean(g) / B - corr_weight_g * mean_rho, rho, corr,
-        d_real / B, d_fake / B, g_fake / B,
+        loss_d, loss_g, rho, corr, d_real / B, d_fake / B, g_fake / B,
     )]
     if e_fake.dtype != torch.float32:
         t[3] = t[3].to(e_fake.dtype)
@@ -398,21 +408,20 @@ def objective_dense(
     corr_weight_g: float, eps: float,
 ) -> DenseObjective:
     """``ogan_objective`` with its gradients dense (what :meth:`ObjectiveOutput.gradients`
-    gives), on the CPU's NumPy path (:func:`dense_available`): one pass, float32 outputs.  For a caller whose scores are the row means of ``e_real`` and
-    ``e_fake`` (the head's): their gradients are then the rows themselves, and no
-    separate score stream is needed."""
+    gives), on the CPU's NumPy path (:func:`dense_available`): one pass, float32 outputs.
+    For a caller whose scores are the row means of ``e_real`` and ``e_fake`` (the head's):
+    their gradients are then the rows themselves, and no separate score stream is needed."""
     from ogan_plugin.losses import get_loss
 
     d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, get_loss(loss), eps)
     B, n = corr.shape
     scale = 1.0 / (B * n)
     f32 = np.float32
-    mean = np.add.reduce
-    mean_rho = mean(rho) / B
+    loss_d, loss_g = _loss_values(d, g, rho, corr_weight, corr_weight_g)
     grad_real = np.empty((B, n), dtype=f32)
     grad_real[...] = (d_real * scale)[:, None]
     t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
-        mean(d) / B - corr_weight * mean_rho, mean(g) / B - corr_weight_g * mean_rho, rho, grad_real,
+        loss_d, loss_g, rho, grad_real,
         corr_weight * corr + (d_fake * scale)[..., None], corr_weight_g * corr + (g_fake * scale)[..., None],
     )]
     return DenseObjective(t[0], t[1], t[2], (t[3], t[4], t[5]))

@@ -38,7 +38,7 @@ from ogan_plugin.layers import (  # noqa: F401  (re-exported: plugins import the
 )
 from ogan_plugin.reductions import EXTRA_STATE_BYTES, decode_reduction, encode_reduction  # noqa: F401
 from ogan_plugin.registry import get_registry
-from ogan_plugin.scores import ScoreChoice, _accumulate, _sigmoid_verdict, check_score_choice, pick_score
+from ogan_plugin.scores import ScoreChoice, _accumulate, check_score_choice, output_is_head_mean, pick_score
 
 __all__ = [
     "Adaptation",
@@ -145,6 +145,8 @@ class OGANHead(nn.Module):
         state["last_raw"] = raw
         state["last_mean"] = mean  # (B, 1), float32 (float64): decompose's head score
         score = mean if mean.dtype == raw.dtype else mean.to(raw.dtype)
+        if torch.compiler.is_compiling():  # D may change its output in place; eager _run sees the version
+            score = score.clone()
         if out.dim() > 2:
             score = score.view(out.shape[0], 1, *([1] * (out.dim() - 2)))
         state["last_score"] = score
@@ -420,7 +422,9 @@ class OGANDiscriminator(nn.Module):
         state["last_raw"] = state["last_score"] = state["last_mean"] = None
         if raw is None:
             raise RuntimeError(f"the discriminator's forward did not call its head {self.head_path!r}")
-        if mean is None:  # a patch map's head, or a head subclass that sets last_raw only
+        # a patch map's head, a head subclass that sets last_raw only, or a head score that D
+        # changed in place (a projection's ``output += ...`` bumps its version): the mean again
+        if mean is None or (not torch.compiler.is_compiling() and mean._version):
             mean = _accumulate(raw).mean(dim=1, keepdim=True)
         return raw, head_out, output, mean
 
@@ -452,14 +456,7 @@ class OGANDiscriminator(nn.Module):
         if raw.dtype not in (torch.float32, torch.float64) or mean.dtype != raw.dtype or mean.grad_fn is None:
             return False
         choice = self.score_from
-        if choice == "head":
-            return True
-        return (
-            choice == "auto"
-            and isinstance(output, Tensor)
-            and output.numel() == raw.shape[0]
-            and _sigmoid_verdict(output, mean) is False  # False: one node, up to views and copies
-        )
+        return choice == "head" or (choice == "auto" and output_is_head_mean(output, mean, raw.shape[0]))
 
     def encode(self, x: Tensor, *args: Any, eps: float = 1e-6, **kwargs: Any) -> Tensor:
         """The standardized code ``(code - mean) / std`` per row (METHOD.md section 5).

@@ -182,6 +182,21 @@ def _sigmoid_verdict(o: Tensor, logits: Tensor) -> Optional[bool]:
     return None
 
 
+def output_is_head_mean(output: Any, head_score: Tensor, batch: int) -> bool:
+    """Whether D's ``output`` is the head's mean ``head_score`` itself, up to views and
+    copies: one value per sample, the same dtype, the same autograd node (read from the graph,
+    no values; eager only).  A head score changed in place by D (a projection's
+    ``output += ...``) is a new node: ``OGANDiscriminator._run`` takes the head's mean again."""
+    return (
+        isinstance(output, Tensor)
+        and output.dtype == head_score.dtype
+        and output.numel() == batch
+        and (output.dim() == 0 or output.shape[0] == batch)
+        and not torch.compiler.is_compiling()
+        and _sigmoid_verdict(output, head_score) is False
+    )
+
+
 def _exact(score: Tensor, o: Tensor, head_score: Tensor) -> Tensor:
     """``score`` with the head's mean at full precision: in half precision D computes its
     output from the head's mean rounded to ``o``'s dtype; swap in the float32 value (a
@@ -320,14 +335,8 @@ def pick_score(
         return _exact(_per_sample(output, batch, "D's output"), output, head_score)
     if choice == "auto":
         if isinstance(output, Tensor):
-            if (
-                output.dtype == head_score.dtype
-                and output.numel() == batch
-                and output.shape[0] == batch
-                and not torch.compiler.is_compiling()
-                and _sigmoid_verdict(output, head_score) is False
-            ):
-                return head_score  # D's output is the head's mean itself, up to views: the common case
+            if output_is_head_mean(output, head_score, batch):
+                return head_score  # the common case
             o, where = output, "D's output"
         else:
             key = cache.get(_structure(output), _NOT_FOUND)  # traced: no graph break once found

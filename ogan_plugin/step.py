@@ -269,8 +269,6 @@ class SingleLossStep:
             _prepare_capture(self)
         #: trainable tensors the backward fills (the optimizer's): nothing else gets a gradient
         self._params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-        #: one of D's parameters: its device is D's (``.to()`` moves a parameter in place)
-        self._d_param: Optional[Tensor] = next(self.discriminator.parameters(), None)
         self._nonfinite: Optional[Tensor] = None  # device flag of the deferred finite check
         self._checked_through = 0  # steps whose finite check has been read
         self._graphs: dict = {}
@@ -320,8 +318,7 @@ class SingleLossStep:
         if z is None and isinstance(x_real, Tensor) and x_real.dim() >= 1:
             z = self.sample_z(x_real.shape[0], x_real.device)
         _check_batch(x_real, z, self.z_dim)
-        if self._d_param is None or x_real.device != self._d_param.device:  # (held since __init__: no walk)
-            _check_on_discriminator(x_real, self.discriminator)
+        _check_on_discriminator(x_real, self.discriminator)
         B = x_real.shape[0]
         y, y_fake = _check_labels(self.generator, self.discriminator, y, y_fake, B, x_real.device)
         k = self.accumulation_steps

@@ -131,6 +131,96 @@ def test_float32_on_the_cpu_gives_the_float64_update_with_the_scores_folded_into
     assert out.loss.dtype == torch.float32 and out.rho.shape == (x.shape[0],)
 
 
+class _ProjectionD(nn.Module):
+    """An SNGAN-style projection discriminator, its class term added in place (as
+    pytorch.sngan_projection and mimicry write it) or not."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.in_place = in_place
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LeakyReLU(0.2))
+        self.l, self.embed = nn.Linear(16, 1), nn.Embedding(3, 16)
+
+    def forward(self, x, y):
+        h = self.body(x)
+        out = self.l(h)
+        proj = (self.embed(y) * h).sum(1, keepdim=True)
+        if self.in_place:
+            out += proj
+            return out
+        return out + proj
+
+
+class _LabelG(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(NZ, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+
+    def forward(self, z, y):
+        return self.net(z)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_a_class_term_added_in_place_to_the_head_score_is_trained(routing):
+    """``output += proj`` changes the tensor the head returned: the code is still centred on
+    the head's own mean, the score still holds the class term, and single_loss gives the
+    gradients of the same discriminator written out of place (float32 on the CPU)."""
+    torch.manual_seed(3)
+    x, z, y = torch.randn(8, 1, 8, 8), torch.randn(8, NZ), torch.randint(0, 3, (8,))
+    grads, terms = [], []
+    for in_place in (True, False):
+        torch.manual_seed(0)
+        G, D = _LabelG(), ogan_plugin.wrap(_ProjectionD(in_place), NZ)
+        d = D.decompose(x, y)
+        torch.testing.assert_close(d.code.mean(1), torch.zeros(8), atol=1e-6, rtol=0)
+        torch.testing.assert_close(d.code, d.raw - d.raw.mean(1, keepdim=True))
+        torch.testing.assert_close(d.score, d.output.view(-1))
+        out = single_loss(G, D, x, z, loss="hinge", routing=routing, y=y, return_terms=True)
+        out.loss.backward()
+        assert D.discriminator.embed.weight.grad is not None
+        grads.append([p.grad for p in [*D.parameters(), *G.parameters()]])
+        terms.append((out.loss_d, out.loss_g))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms[0], terms[1])
+
+
+def test_a_class_term_added_in_place_is_kept_under_torch_compile():
+    """Compiled, the head hands D a copy of its score (no version counter is read there)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    D = ogan_plugin.wrap(_ProjectionD(in_place=True), NZ)
+    eager = D.decompose(x, y)
+    torch._dynamo.reset()
+    compiled = torch.compile(D.decompose, backend="aot_eager")(x, y)
+    for a, b in zip(compiled[:3], eager[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_a_discriminator_that_squeezes_its_output_works_on_one_sample(routing):
+    """``D(x).squeeze()`` is 0-d for a batch of one (the last batch of an epoch)."""
+    torch.manual_seed(0)
+    D = ogan_plugin.wrap(_Squeezed(), NZ)
+    G = nn.Sequential(nn.Linear(NZ, 64), nn.Unflatten(1, (1, 8, 8)))
+    x, z = torch.randn(1, 1, 8, 8), torch.randn(1, NZ)
+    d = D.decompose(x)
+    assert d.score.shape == (1,) and d.output.dim() == 0
+    with torch.no_grad():
+        assert D.decompose(x).score.shape == (1,)
+    single_loss(G, D, x, z, loss="wgan", routing=routing).backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+class _Squeezed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze()
+
+
 def _counting(fn, calls: list):
     def counted(*args):
         calls.append(1)
