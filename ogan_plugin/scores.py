@@ -184,17 +184,21 @@ def _sigmoid_verdict(o: Tensor, logits: Tensor) -> Optional[bool]:
 
 def output_is_head_mean(output: Any, head_score: Tensor, batch: int) -> bool:
     """Whether D's ``output`` is the head's mean ``head_score`` itself, up to views and
-    copies: one value per sample, the same dtype, the same autograd node (read from the graph,
-    no values; eager only).  A head score changed in place by D (a projection's
-    ``output += ...``) is a new node: ``OGANDiscriminator._run`` takes the head's mean again."""
-    return (
+    copies: one value per sample, the same dtype, and the same autograd node, the head's
+    ``mean`` (read from the graph, no values; eager only).  A node with several outputs (a
+    compiled discriminator's graph) says nothing, and a head score changed in place by D (a
+    projection's ``output += ...``) is a new node (``OGANDiscriminator._run`` then takes the
+    head's mean again)."""
+    if not (
         isinstance(output, Tensor)
         and output.dtype == head_score.dtype
         and output.numel() == batch
         and (output.dim() == 0 or output.shape[0] == batch)
         and not torch.compiler.is_compiling()
-        and _sigmoid_verdict(output, head_score) is False
-    )
+    ):
+        return False
+    node = _through(head_score.grad_fn)
+    return node is not None and type(node).__name__ == "MeanBackward1" and _through(output.grad_fn) is node
 
 
 def _exact(score: Tensor, o: Tensor, head_score: Tensor) -> Tensor:

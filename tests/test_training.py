@@ -185,6 +185,29 @@ def test_a_class_term_added_in_place_to_the_head_score_is_trained(routing):
     torch.testing.assert_close(terms[0], terms[1])
 
 
+def test_a_compiled_projection_discriminator_keeps_its_class_term():
+    """A compiled D returns its output and the head's mean from one autograd node (the
+    compiled graph's): that node says nothing about which is which, so the score stays D's
+    output, and single_loss gives the eager gradients."""
+    import copy
+
+    torch.manual_seed(0)
+    x, z, y = torch.randn(8, 1, 8, 8), torch.randn(8, NZ), torch.randint(0, 3, (8,))
+    G0, D0 = _LabelG(), ogan_plugin.wrap(_ProjectionD(in_place=False), NZ)
+    grads = []
+    for compiled in (False, True):
+        G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+        if compiled:
+            torch._dynamo.reset()
+            D.discriminator.compile(backend="aot_eager")
+        d = D.decompose(x, y)
+        torch.testing.assert_close(d.score, d.output.view(-1))
+        single_loss(G, D, x, z, loss="hinge", y=y).backward()
+        grads.append([p.grad for p in [*D.parameters(), *G.parameters()]])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_class_term_added_in_place_is_kept_under_torch_compile():
     """Compiled, the head hands D a copy of its score (no version counter is read there)."""
     torch.manual_seed(0)
