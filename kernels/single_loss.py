@@ -370,6 +370,11 @@ def _loss_values(
     )
 
 
+def _float32_tensors(*arrays: Any) -> list[Tensor]:
+    """Float32 tensors of NumPy arrays or scalars (one copy each, none for float32 arrays)."""
+    return [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in arrays]
+
+
 def _objective_numpy(
     e_real: Tensor, e_fake: Tensor, z: Tensor, dist: Optional[Tensor], adv: Any, corr_weight: float,
     corr_weight_g: float, eps: float,
@@ -378,10 +383,7 @@ def _objective_numpy(
     d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, adv, eps)
     B = rho.shape[0]
     loss_d, loss_g = _loss_values(d, g, rho, corr_weight, corr_weight_g)
-    f32 = np.float32
-    t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
-        loss_d, loss_g, rho, corr, d_real / B, d_fake / B, g_fake / B,
-    )]
+    t = _float32_tensors(loss_d, loss_g, rho, corr, d_real / B, d_fake / B, g_fake / B)
     if e_fake.dtype != torch.float32:
         t[3] = t[3].to(e_fake.dtype)
     return ObjectiveOutput(*t)
@@ -416,14 +418,13 @@ def objective_dense(
     d, g, d_real, d_fake, g_fake, rho, corr = _numpy_parts(e_real, e_fake, z, dist, get_loss(loss), eps)
     B, n = corr.shape
     scale = 1.0 / (B * n)
-    f32 = np.float32
     loss_d, loss_g = _loss_values(d, g, rho, corr_weight, corr_weight_g)
-    grad_real = np.empty((B, n), dtype=f32)
+    grad_real = np.empty((B, n), dtype=np.float32)
     grad_real[...] = (d_real * scale)[:, None]
-    t = [torch.from_numpy(np.asarray(a, dtype=f32)) for a in (
+    t = _float32_tensors(
         loss_d, loss_g, rho, grad_real,
         corr_weight * corr + (d_fake * scale)[..., None], corr_weight_g * corr + (g_fake * scale)[..., None],
-    )]
+    )
     return DenseObjective(t[0], t[1], t[2], (t[3], t[4], t[5]))
 
 

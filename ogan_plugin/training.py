@@ -223,18 +223,15 @@ class _Route(torch.autograd.Function):
                 "it); call single_loss again for another backward"
             )
         ctx.plan = None
-        if plan.unit_scale:  # the cotangents as they are (in the outputs' dtypes: the engine casts)
-            grad_x = None
-            if plan.nested is not None and ctx.needs_input_grad[3]:
-                outputs, cotangents, x_leaf = plan.nested
-                (grad_x,) = torch.autograd.grad(outputs, (x_leaf,), cotangents, retain_graph=True)
-            return (None, None, None, grad_x, *plan.cotangents)
+        unit = plan.unit_scale  # the cotangents as they are (the engine casts them to the outputs' dtypes)
         grad_x = None
         if plan.nested is not None and ctx.needs_input_grad[3]:
             outputs, cotangents, x_leaf = plan.nested
-            (grad_x,) = torch.autograd.grad(
-                outputs, (x_leaf,), [_scaled(g, c, o.dtype) for o, g in zip(outputs, cotangents)], retain_graph=True
-            )
+            if not unit:
+                cotangents = [_scaled(g, c, o.dtype) for o, g in zip(outputs, cotangents)]
+            (grad_x,) = torch.autograd.grad(outputs, (x_leaf,), cotangents, retain_graph=True)
+        if unit:
+            return (None, None, None, grad_x, *plan.cotangents)
         return (None, None, None, grad_x, *(
             _scaled(g, c, dtype) if need else None
             for dtype, g, need in zip(ctx.dtypes, plan.cotangents, ctx.needs_input_grad[4:])
@@ -327,19 +324,18 @@ def _single_loss(
             ):
                 # the scores are the rows' means: their gradients join the rows' (one (B, n)
                 # gradient per stream, no score stream), computed with the values in NumPy
-                dense = objective_dense(raw_real.detach(), raw_fake.detach(), z_flat, dist, loss_arg, w, wg, eps)
-                grad_real, grad_fake_d, grad_fake_g = dense.grads
+                out = objective_dense(raw_real.detach(), raw_fake.detach(), z_flat, dist, loss_arg, w, wg, eps)
+                grad_real, grad_fake_d, grad_fake_g = out.grads
                 plan = _Plan([grad_real, grad_fake_d], ([raw_fake], [grad_fake_g], x_leaf))
-                plan.unit_scale = unit_scale
-                loss = _Route.apply(plan, dense.loss_d, dense.loss_g, x_fake, raw_real, raw_fake)
-                return SingleLossOutput(loss, dense.loss_d, dense.loss_g, dense.rho, generated)
-            d_real, d_fake = D._decomposition(*parts_real), D._decomposition(*parts_fake)
-            out = objective(d_real, d_fake)
-            plan = _Plan(
-                [out.slope_real, w * out.corr, out.slope_fake_d],
-                ([d_fake.raw, d_fake.score], [wg * out.corr, out.slope_fake_g], x_leaf),
-            )
-            outputs = [d_real.score, d_fake.raw, d_fake.score]
+                outputs = [raw_real, raw_fake]
+            else:
+                d_real, d_fake = D._decomposition(*parts_real), D._decomposition(*parts_fake)
+                out = objective(d_real, d_fake)
+                plan = _Plan(
+                    [out.slope_real, w * out.corr, out.slope_fake_d],
+                    ([d_fake.raw, d_fake.score], [wg * out.corr, out.slope_fake_g], x_leaf),
+                )
+                outputs = [d_real.score, d_fake.raw, d_fake.score]
     else:
         randoms = _random_layers_in_training(D)
         if randoms:
@@ -366,8 +362,9 @@ def _single_loss(
         )
         outputs = [d_real.score, d_fake.raw, d_fake.score, d_sg.raw, d_sg.score]
     plan.unit_scale = unit_scale
-    loss = _Route.apply(plan, out.loss_d.detach(), out.loss_g.detach(), x_fake, *outputs)
-    return SingleLossOutput(loss, out.loss_d.detach().float(), out.loss_g.detach().float(), out.rho.detach(), generated)
+    loss_d, loss_g = out.loss_d.detach(), out.loss_g.detach()
+    loss = _Route.apply(plan, loss_d, loss_g, x_fake, *outputs)
+    return SingleLossOutput(loss, loss_d.float(), loss_g.float(), out.rho.detach(), generated)
 
 
 def single_loss(
